@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import typer
 
 app = typer.Typer(
@@ -11,18 +13,25 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+# Each module registers its commands on `app` when imported.
+COMMAND_MODULES = ("cli_core", "cli_data", "cli_db", "cli_queue", "cli_results")
+
+
+def load_commands() -> typer.Typer:
+    # Import through the package, not __main__, so `python -m worker.cli` and the
+    # console script register every command on the same Typer app.
+    cli = importlib.import_module("worker.cli")
+    for name in COMMAND_MODULES:
+        try:
+            importlib.import_module(f"worker.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"worker.{name}":
+                raise
+    return cli.app
+
 
 def main() -> None:
-    from worker import cli_core  # noqa: F401  (registers grid/train/weights)
-    from worker import cli_data  # noqa: F401  (registers `data`)
-
-    for optional in ("cli_db", "cli_queue", "cli_results"):
-        try:
-            __import__(f"worker.{optional}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"worker.{optional}":
-                raise
-    app()
+    load_commands()()
 
 
 if __name__ == "__main__":

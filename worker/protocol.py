@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 LOSSES = ("soft-dice", "authors-dice")
 METRIC_MODES = ("standard", "authors-2020")
+AUGMENT_MODES = ("paper", "authors-code")
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,7 @@ class Protocol:
     metric_mode: str = "standard"  # or "authors-2020" (compatibility)
     seed: int = 0
     augment: bool = True
+    augment_mode: str = "paper"  # or "authors-code" (nearest, HU 0 padding)
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -34,6 +36,11 @@ class Protocol:
             raise ValueError(
                 f"Unknown metric mode '{self.metric_mode}'; expected one of: "
                 f"{', '.join(METRIC_MODES)}."
+            )
+        if self.augment_mode not in AUGMENT_MODES:
+            raise ValueError(
+                f"Unknown augmentation mode '{self.augment_mode}'; expected one of: "
+                f"{', '.join(AUGMENT_MODES)}."
             )
         for name in ("epochs", "image_size", "batch_size"):
             if getattr(self, name) < 1:
