@@ -36,16 +36,33 @@ def fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
+USER_ERRORS = {
+    "worker.data": "DataError",
+    "worker.models": "WeightsError",
+    "db.errors": "DatabaseError",
+}
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    # Only modules already imported can have raised their errors; looking them up
+    # lazily keeps `segbench grid` free of torch and database imports.
+    types: list[type[BaseException]] = [GridError, ValueError, FileNotFoundError]
+    for module, name in USER_ERRORS.items():
+        cls = getattr(sys.modules.get(module), name, None)
+        if cls is not None:
+            types.append(cls)
+    return tuple(types)
+
+
 @contextmanager
 def user_errors():
     """Turn errors a user can cause into one sentence and exit code 1."""
-    from worker.data import DataError
-    from worker.models import WeightsError
-
     try:
         yield
-    except (GridError, DataError, WeightsError, ValueError, FileNotFoundError) as exc:
-        fail(str(exc))
+    except Exception as exc:
+        if isinstance(exc, _user_error_types()):
+            fail(str(exc))
+        raise
 
 
 def selection(experiment, architecture, encoder, family, init) -> list[RunSpec]:
