@@ -14,7 +14,7 @@ app = typer.Typer(
 )
 
 # Each module registers its commands on `app` when imported.
-COMMAND_MODULES = ("cli_core", "cli_data", "cli_db", "cli_queue", "cli_results")
+COMMAND_MODULES = ("cli_core", "cli_data", "cli_db", "cli_queue", "cli_results", "cli_dashboard")
 
 
 def load_commands() -> typer.Typer:

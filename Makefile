@@ -1,0 +1,42 @@
+# segbench: the two commands of a fresh machine are `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SEGBENCH := $(BIN)/segbench
+DEMO_DIR ?= demo
+
+.PHONY: run test test-fast lint format venv bench clean
+
+$(BIN)/segbench: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(BIN)/segbench
+
+venv: $(BIN)/segbench
+
+# The main job on embedded defaults (SQLite + in-process broker + local worker +
+# dashboard on 127.0.0.1:8501), filled with generated stand-in data.
+run: venv
+	$(SEGBENCH) up --demo --dir $(DEMO_DIR)
+
+test: venv
+	$(BIN)/python -m pytest
+
+test-fast: venv
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: venv
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: venv
+	$(BIN)/python bench/harness_overhead.py --quick
+	$(BIN)/python bench/dashboard_queries.py --quick
+
+clean:
+	rm -rf $(DEMO_DIR) .pytest_cache .ruff_cache test-output
