@@ -1,0 +1,38 @@
+"""The database side of worker.protocol.Recorder: what fit() reports goes into rows."""
+
+from __future__ import annotations
+
+from db import jobs
+from db.session import session_scope
+from worker.protocol import EpochRecord, Recorder, RunOutcome
+
+
+class DbRecorder(Recorder):
+    """Records a run's progress in the database; each call is its own short transaction.
+
+    `epoch` also extends the run's lease (the heartbeat); `cancelled` reads the flag
+    that `segbench cancel` sets.
+    """
+
+    def __init__(self, url: str | None, run_id: int, lease_seconds: int | None = None) -> None:
+        self.url = url
+        self.run_id = run_id
+        self.lease_seconds = lease_seconds
+
+    def start(self, config: dict) -> None:
+        with session_scope(self.url) as session:
+            jobs.record_start(session, run_id=self.run_id, config=config)
+
+    def epoch(self, record: EpochRecord) -> None:
+        with session_scope(self.url) as session:
+            jobs.record_epoch(
+                session, run_id=self.run_id, record=record, lease_seconds=self.lease_seconds
+            )
+
+    def cancelled(self) -> bool:
+        with session_scope(self.url) as session:
+            return jobs.is_cancel_requested(session, run_id=self.run_id)
+
+    def finish(self, outcome: RunOutcome) -> None:
+        with session_scope(self.url) as session:
+            jobs.finish(session, run_id=self.run_id, outcome=outcome)

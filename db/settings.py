@@ -1,0 +1,32 @@
+"""The one settings object of segbench, read once from `SEGBENCH_*` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Where segbench keeps its state and how long a worker may stay silent.
+
+    Every field can be set by an environment variable of the same name prefixed with
+    ``SEGBENCH_`` (``SEGBENCH_DATABASE_URL=postgresql://...``).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="SEGBENCH_", extra="ignore")
+
+    database_url: str = "sqlite:///segbench.db"
+    broker_url: str | None = None  # None: the embedded broker, no server needed
+    artifacts_dir: str = "./artifacts"
+    data_dir: str = "./data"
+    lease_seconds: int = 600
+    max_attempts: int = 3
+    dashboard_password: SecretStr | None = None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The settings, read from the environment on first use and cached."""
+    return Settings()

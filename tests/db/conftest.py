@@ -1,0 +1,143 @@
+"""Fixtures: every database test runs on SQLite (a temporary file) and on PostgreSQL
+(a fresh, uniquely named database on 127.0.0.1:5432, dropped afterwards)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from functools import cache
+
+import psycopg
+import pytest
+from sqlalchemy import text
+
+from db import migrate
+from db.models import Base
+from db.session import dispose_engine, make_engine, session_scope
+from worker.grid import expand
+from worker.protocol import EpochRecord, Protocol, RunOutcome, SliceCounts, TestResult
+
+PG_SERVER = os.environ.get("SEGBENCH_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+BACKENDS = ["sqlite", "postgresql"]
+DATASET = {"name": "synthetic-test", "kind": "synthetic", "synthetic": True, "manifest_hash": "m1"}
+PROTOCOL = Protocol(epochs=4, image_size=64)
+
+
+@cache
+def postgres_available() -> bool:
+    try:
+        psycopg.connect(PG_SERVER, connect_timeout=3).close()
+        return True
+    except psycopg.Error:
+        return False
+
+
+def _admin(sql: str) -> None:
+    with psycopg.connect(PG_SERVER, autocommit=True) as connection:
+        connection.execute(sql)
+
+
+def new_database(backend: str, tmp_dir) -> str:
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_dir / f'segbench-{uuid.uuid4().hex[:8]}.db'}"
+    if not postgres_available():
+        pytest.skip(f"PostgreSQL is not reachable at {PG_SERVER}")
+    name = f"segbench_test_{uuid.uuid4().hex[:12]}"
+    _admin(f'CREATE DATABASE "{name}"')
+    return PG_SERVER.rsplit("/", 1)[0] + f"/{name}"
+
+
+def drop_database(url: str) -> None:
+    dispose_engine(url)
+    if url.startswith("postgresql"):
+        name = url.rsplit("/", 1)[1]
+        _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=BACKENDS)
+def empty_url(request, tmp_path) -> Iterator[str]:
+    """A fresh database without any schema."""
+    url = new_database(request.param, tmp_path)
+    yield url
+    drop_database(url)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def migrated_url(request, tmp_path_factory) -> Iterator[str]:
+    """One database per module and back end, upgraded to head through Alembic."""
+    url = new_database(request.param, tmp_path_factory.mktemp("db"))
+    migrate.upgrade(url)
+    yield url
+    drop_database(url)
+
+
+@pytest.fixture
+def db_url(migrated_url) -> str:
+    """The module's database, emptied before each test."""
+    with make_engine(migrated_url).begin() as connection:
+        if connection.dialect.name == "postgresql":
+            names = ", ".join(t.name for t in Base.metadata.sorted_tables)
+            connection.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        else:
+            for table in reversed(Base.metadata.sorted_tables):
+                connection.execute(table.delete())
+    return migrated_url
+
+
+@pytest.fixture
+def session(db_url):
+    with session_scope(db_url) as session:
+        yield session
+
+
+def submit_runs(url: str, n: int | None = None, sweep: str = "test-sweep", **filters) -> list[int]:
+    from db.jobs import submit
+
+    specs = expand(**filters)[:n]
+    with session_scope(url) as session:
+        return submit(
+            session, specs=specs, protocol=PROTOCOL, sweep=sweep, data_dir="data", dataset=DATASET
+        )
+
+
+def epoch_record(epoch: int, val_loss: float = 0.5, is_best: bool = True) -> EpochRecord:
+    return EpochRecord(
+        epoch=epoch,
+        train_loss=val_loss + 0.1,
+        val_loss=val_loss,
+        train_seconds=2.0,
+        val_seconds=0.5,
+        is_best=is_best,
+    )
+
+
+def make_outcome(n_slices: int = 12, dice: float | None = 90.0) -> RunOutcome:
+    slices = [
+        SliceCounts(i, i // 4, i % 4, tp=10 + i, fp=i, fn=2, tn=1000) for i in range(n_slices)
+    ]
+    test = TestResult(
+        slices=slices,
+        sensitivity=91.0,
+        specificity=99.0,
+        dice=dice,
+        dice_std=2.0,
+        pooled_dice=89.0,
+        metric_mode="standard",
+        seconds=3.0,
+    )
+    return RunOutcome(
+        test=test,
+        best_epoch=3,
+        best_val_loss=0.2,
+        parameters_m=14.3,
+        train_seconds_per_epoch=2.0,
+        val_seconds_per_epoch=0.5,
+        checkpoint_dir="artifacts/run-1/checkpoint_best",
+        checkpoint_sha256="ab" * 32,
+        gallery={5: b"\x0f" * 8, 7: b"\xf0" * 8},
+        gallery_shape=(8, 8),
+        first_layer_before=b"\x00" * 16,
+        first_layer_after=b"\x01" * 16,
+        first_layer_shape=(1, 1, 2, 2),
+    )

@@ -1,0 +1,23 @@
+"""The body of a claiming process (its own module: spawned processes import it)."""
+
+from __future__ import annotations
+
+
+def claim_all(url: str, run_ids: list[int], worker: str, rounds: int, barrier, go, results) -> None:
+    """Claim every run in `run_ids`, in step with the other process (barrier), once per
+    round; the parent sets `go` between rounds."""
+    from db.jobs import claim
+    from db.session import session_scope
+
+    with session_scope(url):
+        pass  # schema check and engine set up before the race starts
+    for round_ in range(rounds):
+        if round_:
+            go.wait(timeout=60)
+        won = []
+        for run_id in run_ids:
+            barrier.wait(timeout=60)
+            with session_scope(url) as session:
+                if claim(session, run_id=run_id, worker=worker, lease_seconds=600) is not None:
+                    won.append(run_id)
+        results.put((worker, won))
