@@ -154,6 +154,7 @@ class Epoch(Base):
     """One finished epoch of a run (upserted: a repeated epoch overwrites)."""
 
     __tablename__ = "epochs"
+    __table_args__ = {"sqlite_with_rowid": False}  # clustered by (run_id, epoch)
 
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
     epoch: Mapped[int] = mapped_column(Integer, primary_key=True)

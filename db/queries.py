@@ -116,7 +116,9 @@ def _filtered(
 
 
 def _rows(session: Session, stmt: Select) -> list[dict[str, Any]]:
-    return [dict(row._mapping) for row in session.execute(stmt)]
+    result = session.connection().execute(stmt)  # Core: no ORM row processing
+    keys = list(result.keys())
+    return [dict(zip(keys, row, strict=True)) for row in result]
 
 
 def _sweep_id(session: Session, sweep: str) -> int:
@@ -151,9 +153,10 @@ def leaderboard(
     return _rows(session, _filtered(stmt, **filters))
 
 
-def _std(x: Any, n: Any) -> Any:
-    """Sample standard deviation (ddof=1) from sums, portable to SQLite."""
-    variance = (func.sum(x * x) - func.sum(x) * func.sum(x) / n) / (n - 1)
+def _std(total: Any, squares: Any, n: Any) -> Any:
+    """Sample standard deviation (ddof=1) from a group's sum, sum of squares and count,
+    portable to SQLite. Used in an outer query so that each sum is computed once."""
+    variance = (squares - total * total / n) / (n - 1)
     return case((n < 2, None), (variance <= 0, 0.0), else_=func.sqrt(variance))
 
 
@@ -165,52 +168,96 @@ def aggregates(
     names = [by] if isinstance(by, str) else list(by)
     groups = [GROUPS[_choose("grouping", name, GROUPS)].label(name) for name in names]
     x = METRICS[_choose("metric", metric, METRICS)]
-    n = func.count(x)
-    stmt = (
+    sums = (
         select(
             *groups,
-            n.label("n"),
-            func.avg(x).label("mean"),
-            _std(x, n).label("std"),
+            func.count(x).label("n"),
+            func.sum(x).label("total"),
+            func.sum(x * x).label("squares"),
             func.min(x).label("min"),
             func.max(x).label("max"),
         )
         .join(Sweep, Sweep.id == Run.sweep_id)
         .join(TestSummary, TestSummary.run_id == Run.id)
-        .where(Run.status == "succeeded")
+        .where(Run.status == "succeeded", x.is_not(None))
         .group_by(*groups)
-        .order_by(*groups)
     )
-    return _rows(session, _filtered(stmt, **filters))
+    g = _filtered(sums, **filters).subquery()
+    stmt = select(
+        *(g.c[name] for name in names),
+        g.c.n,
+        (g.c.total / g.c.n).label("mean"),
+        _std(g.c.total, g.c.squares, g.c.n).label("std"),
+        g.c.min,
+        g.c.max,
+    ).order_by(*(g.c[name] for name in names))
+    return _rows(session, stmt)
 
 
 def _downsampled(max_points: int | None) -> Any:
-    """Keep every k-th epoch (k = ceil(planned epochs / max_points)) and the last one."""
+    """Keep every k-th epoch (k = ceil(planned epochs / max_points)) and the planned last."""
     if not max_points:
         return True
     step = case((Run.epochs <= max_points, 1), else_=(Run.epochs + max_points - 1) // max_points)
-    return or_((Epoch.epoch - 1) % step == 0, Epoch.epoch == Run.epoch)
+    return or_((Epoch.epoch - 1) % step == 0, Epoch.epoch == Run.epochs)
+
+
+def _kept_epochs(planned: int, max_points: int | None) -> set[int] | None:
+    if not max_points or planned <= max_points:
+        return None
+    return set(range(1, planned + 1, -(-planned // max_points)))
+
+
+EPOCH_COLUMNS = (
+    Epoch.run_id,
+    Epoch.epoch,
+    Epoch.train_loss,
+    Epoch.val_loss,
+    Epoch.train_seconds,
+    Epoch.val_seconds,
+    Epoch.is_best,
+)
 
 
 def epoch_curves(
     session: Session, *, run_ids: Iterable[int], max_points: int | None = None
 ) -> list[dict[str, Any]]:
-    """Per-epoch losses and seconds of the runs, at most about `max_points` per run."""
-    stmt = (
-        select(
-            Epoch.run_id,
-            Epoch.epoch,
-            Epoch.train_loss,
-            Epoch.val_loss,
-            Epoch.train_seconds,
-            Epoch.val_seconds,
-            Epoch.is_best,
-        )
-        .join(Run, Run.id == Epoch.run_id)
-        .where(Epoch.run_id.in_(list(run_ids)), _downsampled(max_points))
-        .order_by(Epoch.run_id, Epoch.epoch)
-    )
-    return _rows(session, stmt)
+    """Per-epoch losses and seconds of the runs, by run and epoch.
+
+    With `max_points`, a run keeps every k-th epoch (k = ceil(planned epochs /
+    max_points)) and its last recorded one; the wanted epochs are looked up by key
+    rather than filtered row by row.
+    """
+    run_ids = sorted({int(i) for i in run_ids})
+    if not run_ids:
+        return []
+    order = (Epoch.run_id, Epoch.epoch)
+    if not max_points:
+        stmt = select(*EPOCH_COLUMNS).where(Epoch.run_id.in_(run_ids)).order_by(*order)
+        return _rows(session, stmt)
+    by_plan: dict[int, list[int]] = {}
+    last: dict[int, int] = {}
+    for run_id, planned, epoch in session.execute(
+        select(Run.id, Run.epochs, Run.epoch).where(Run.id.in_(run_ids))
+    ):
+        by_plan.setdefault(planned, []).append(run_id)
+        last[run_id] = epoch
+    rows: list[dict[str, Any]] = []
+    for planned, ids in by_plan.items():
+        stmt = select(*EPOCH_COLUMNS).where(Epoch.run_id.in_(ids)).order_by(*order)
+        kept = _kept_epochs(planned, max_points)
+        if kept is None:
+            rows += _rows(session, stmt)
+            continue
+        wanted = sorted(kept | {last[i] for i in ids})
+        rows += [
+            row
+            for row in _rows(session, stmt.where(Epoch.epoch.in_(wanted)))
+            if row["epoch"] in kept or row["epoch"] == last[row["run_id"]]
+        ]
+    if len(by_plan) > 1:
+        rows.sort(key=lambda row: (row["run_id"], row["epoch"]))
+    return rows
 
 
 def loss_bands(
@@ -219,25 +266,33 @@ def loss_bands(
     """Mean and std (ddof=1) of train and validation loss per group and epoch (the
     paper's Figure 5), over the runs the filters select."""
     group = GROUPS[_choose("grouping", by, GROUPS)].label(by)
-    n = func.count(Epoch.val_loss)
-    stmt = (
+    sums = (
         select(
             group,
             Epoch.epoch,
-            n.label("n"),
-            func.avg(Epoch.train_loss).label("train_mean"),
-            _std(Epoch.train_loss, n).label("train_std"),
-            func.avg(Epoch.val_loss).label("val_mean"),
-            _std(Epoch.val_loss, n).label("val_std"),
+            func.count().label("n"),
+            func.sum(Epoch.train_loss).label("train_total"),
+            func.sum(Epoch.train_loss * Epoch.train_loss).label("train_squares"),
+            func.sum(Epoch.val_loss).label("val_total"),
+            func.sum(Epoch.val_loss * Epoch.val_loss).label("val_squares"),
         )
         .select_from(Run)
         .join(Sweep, Sweep.id == Run.sweep_id)
         .join(Epoch, Epoch.run_id == Run.id)
         .where(_downsampled(max_points))
         .group_by(group, Epoch.epoch)
-        .order_by(group, Epoch.epoch)
     )
-    return _rows(session, _filtered(stmt, **filters))
+    g = _filtered(sums, **filters).subquery()
+    stmt = select(
+        g.c[by],
+        g.c.epoch,
+        g.c.n,
+        (g.c.train_total / g.c.n).label("train_mean"),
+        _std(g.c.train_total, g.c.train_squares, g.c.n).label("train_std"),
+        (g.c.val_total / g.c.n).label("val_mean"),
+        _std(g.c.val_total, g.c.val_squares, g.c.n).label("val_std"),
+    ).order_by(g.c[by], g.c.epoch)
+    return _rows(session, stmt)
 
 
 def queue_counts(session: Session, *, sweep: str | None = None) -> dict[str, int]:
@@ -272,15 +327,12 @@ def slice_results(session: Session, *, run_ids: Iterable[int]) -> list[dict[str,
 def running_runs(session: Session, *, sweep: str | None = None) -> list[dict[str, Any]]:
     """Running runs with progress, worker, heartbeat and an ETA from their mean
     seconds per epoch so far."""
+    # correlated: averages only the epochs of the few running runs, by primary key
     per_epoch = (
-        select(
-            Epoch.run_id,
-            func.avg(Epoch.train_seconds + Epoch.val_seconds).label("seconds_per_epoch"),
-        )
-        .join(Run, Run.id == Epoch.run_id)
-        .where(Run.status == "running")
-        .group_by(Epoch.run_id)
-        .subquery()
+        select(func.avg(Epoch.train_seconds + Epoch.val_seconds))
+        .where(Epoch.run_id == Run.id)
+        .correlate(Run)
+        .scalar_subquery()
     )
     stmt = (
         select(
@@ -298,10 +350,9 @@ def running_runs(session: Session, *, sweep: str | None = None) -> list[dict[str
             Run.started_at,
             Run.heartbeat_at,
             Run.lease_expires_at,
-            per_epoch.c.seconds_per_epoch,
+            per_epoch.label("seconds_per_epoch"),
         )
         .join(Sweep, Sweep.id == Run.sweep_id)
-        .outerjoin(per_epoch, per_epoch.c.run_id == Run.id)
         .where(Run.status == "running")
         .order_by(Run.started_at, Run.id)
     )

@@ -125,6 +125,7 @@ def upgrade() -> None:
             ["run_id"], ["runs.id"], name=op.f("fk_epochs_run_id_runs"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("run_id", "epoch", name=op.f("pk_epochs")),
+        sqlite_with_rowid=False,
     )
     op.create_table(
         "slice_results",

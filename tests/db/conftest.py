@@ -10,6 +10,7 @@ from functools import cache
 
 import psycopg
 import pytest
+from pytest_alembic.plugin.fixtures import alembic_runner  # noqa: F401  (also without the plugin)
 from sqlalchemy import text
 
 from db import migrate
@@ -22,6 +23,11 @@ PG_SERVER = os.environ.get("SEGBENCH_TEST_PG", "postgresql://postgres@127.0.0.1:
 BACKENDS = ["sqlite", "postgresql"]
 DATASET = {"name": "synthetic-test", "kind": "synthetic", "synthetic": True, "manifest_hash": "m1"}
 PROTOCOL = Protocol(epochs=4, image_size=64)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # pytest-alembic's marker, for runs with its plugin off (-p no:pytest_alembic)
+    config.addinivalue_line("markers", "alembic: Tests which use pytest-alembic.")
 
 
 @cache

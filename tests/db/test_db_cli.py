@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -13,14 +12,7 @@ from conftest import submit_runs
 from db import migrate
 from db.queries import STATUS_KEYS
 
-# Until every optional command module of worker.cli.main exists, run the app with the
-# database commands registered directly.
-ENTRY = (
-    [str(Path(sys.executable).with_name("segbench"))]
-    if all(importlib.util.find_spec(f"worker.{m}") for m in ("cli_core", "cli_data"))
-    and Path(sys.executable).with_name("segbench").exists()
-    else [sys.executable, "-c", "import worker.cli_db; from worker.cli import app; app()"]
-)
+ENTRY = [sys.executable, "-m", "worker.cli"]  # what the `segbench` script runs
 
 
 def segbench(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:

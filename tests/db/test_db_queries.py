@@ -180,6 +180,8 @@ def test_loss_bands_equal_numpy(populated, session):
         values = np.array(by_arch[row["architecture"]])[:, row["epoch"] - 1]
         assert row["val_mean"] == pytest.approx(values.mean(), rel=1e-9)
         assert row["val_std"] == pytest.approx(values.std(ddof=1), rel=1e-6)
+    thin = queries.loss_bands(session, experiment="lung-segmentation", max_points=2)
+    assert sorted({row["epoch"] for row in thin}) == [1, 3, 4]  # every 2nd and the last
 
 
 def test_slices_artifacts_and_detail(populated, session):
