@@ -1,0 +1,27 @@
+"""Fixtures shared by the whole test suite."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def synthetic_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small GENERATED dataset in the MedSeg layout, written once per session.
+
+    64 px training slices (20: 16 train, 4 validation), 2 test volumes x 6 slices
+    at 79 px (resized to 64 by the loader). Shared: treat it as read-only and copy it
+    (shutil.copytree) before changing anything.
+    """
+    from worker.data import synth
+
+    return synth(
+        tmp_path_factory.mktemp("synthetic") / "data",
+        image_size=64,
+        train_slices=20,
+        test_volumes=2,
+        slices_per_volume=6,
+        seed=0,
+    )
