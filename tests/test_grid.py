@@ -5,7 +5,16 @@ import sys
 import pytest
 import torch
 
-from worker.grid import ARCHITECTURES, ENCODERS, EXPERIMENTS, FAMILIES, INITS, GridError, RunSpec, expand
+from worker.grid import (
+    ARCHITECTURES,
+    ENCODERS,
+    EXPERIMENTS,
+    FAMILIES,
+    INITS,
+    GridError,
+    RunSpec,
+    expand,
+)
 
 
 def test_grid_has_600_runs_with_paper_names():
@@ -14,11 +23,22 @@ def test_grid_has_600_runs_with_paper_names():
     assert len(set(specs)) == 600
     assert len(ENCODERS) == 25
     assert "efficientnet-b2" in ENCODERS  # the paper's bullet list forgets it
-    assert set(EXPERIMENTS) == {"lung-segmentation", "lesion-segmentation-a", "lesion-segmentation-b"}
+    assert set(EXPERIMENTS) == {
+        "lung-segmentation",
+        "lesion-segmentation-a",
+        "lesion-segmentation-b",
+    }
     assert set(ARCHITECTURES) == {"unet", "linknet", "fpn", "pspnet"}
     assert set(INITS) == {"random", "imagenet"}
     assert set(FAMILIES) == {
-        "vgg", "resnet", "densenet", "resnext", "dpn", "mobilenet", "xception", "inception",
+        "vgg",
+        "resnet",
+        "densenet",
+        "resnext",
+        "dpn",
+        "mobilenet",
+        "xception",
+        "inception",
         "efficientnet",
     }
 

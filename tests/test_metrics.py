@@ -79,6 +79,8 @@ def test_authors_dice_formula():
     p = torch.tensor([0.5, 1.0, 0.0, 0.25])
     y = torch.tensor([1.0, 1.0, 0.0, 0.0])
     tp, fp, fn = 1.5, 0.25, 0.5
-    assert float(authors_dice_loss(p, y)) == pytest.approx(1 - (2 * tp + 1) / (2 * tp + fp + fn + 1))
+    assert float(authors_dice_loss(p, y)) == pytest.approx(
+        1 - (2 * tp + 1) / (2 * tp + fp + fn + 1)
+    )
     with pytest.raises(ValueError, match="Unknown loss"):
         get_loss("focal")

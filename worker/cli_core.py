@@ -101,6 +101,14 @@ def grid(
     Console().print(table)
 
 
+def all_background_dice(test) -> float:
+    """Mean Dice an empty prediction would score on the same slices (for context)."""
+    from worker.metrics import summarize
+
+    counts = [[0, 0, s.tp + s.fn, s.tn + s.fp] for s in test.slices]
+    return summarize(counts, test.metric_mode)["dice"] if counts else float("nan")
+
+
 class FileRecorder(Recorder):
     """Writes epochs.csv and summary.json into a run's artifact folder."""
 
@@ -139,6 +147,7 @@ class FileRecorder(Recorder):
             "sensitivity": t.sensitivity,
             "specificity": t.specificity,
             "pooled_dice": t.pooled_dice,
+            "all_background_dice": all_background_dice(t),
             "test_slices": len(t.slices),
             "best_epoch": outcome.best_epoch,
             "best_val_loss": outcome.best_val_loss,
@@ -174,6 +183,14 @@ class ProgressRecorder(Recorder):
         self.bar.close()
 
 
+DbOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--db", help="Database URL (default: SEGBENCH_DATABASE_URL or sqlite:///segbench.db)."
+    ),
+]
+
+
 @app.command()
 def train(
     data: Annotated[Path, typer.Option("--data", help="Dataset folder (medseg or nifti-folder).")],
@@ -189,13 +206,28 @@ def train(
     metric_mode: Annotated[str, typer.Option(help="standard or authors-2020.")] = "standard",
     augment_mode: Annotated[str, typer.Option(help="paper or authors-code.")] = "paper",
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
-    artifacts: Annotated[Path | None, typer.Option(help="Output folder.")] = None,
+    artifacts: Annotated[
+        Path | None, typer.Option(help="Output folder (default: <artifacts dir>/<run id>).")
+    ] = None,
+    sweep: Annotated[
+        str | None,
+        typer.Option(help="Sweep to record the run in (default: train-<protocol hash>)."),
+    ] = None,
+    db: DbOpt = None,
     format: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
 ) -> None:
-    """Train and evaluate one run in this process (results under --artifacts)."""
-    from worker.protocol import Protocol
-    from worker.train import TeeRecorder, TrainSpec, fit
+    """Train and evaluate one run in this process, recorded in the database.
 
+    The run is submitted and claimed like a queued run, so it shows up in
+    `segbench status` and the dashboard; epochs.csv, summary.json and the best
+    checkpoint are also written under --artifacts.
+    """
+    from worker import data as data_mod
+    from worker.protocol import Protocol
+    from worker.runs import train_in_process
+
+    if format not in ("table", "json"):
+        fail(f"Unknown format '{format}'; expected table or json.")
     with user_errors():
         run = RunSpec(experiment=experiment, architecture=architecture, encoder=encoder, init=init)
         protocol = Protocol(
@@ -207,23 +239,35 @@ def train(
             metric_mode=metric_mode,
             augment_mode=augment_mode,
         )
-        out = artifacts or Path("artifacts") / run.name
-        spec = TrainSpec(
-            run=run, protocol=protocol, data_dir=data, device=device, artifacts_dir=out
+        problems = data_mod.verify(data)
+        if problems:
+            fail(
+                problems[0] + (f" ({len(problems) - 1} more problems)" if len(problems) > 1 else "")
+            )
+        result = train_in_process(
+            run,
+            protocol,
+            data_dir=data,
+            device=device,
+            artifacts_dir=artifacts,
+            sweep=sweep,
+            url=db,
+            recorders=lambda out: [FileRecorder(out), ProgressRecorder(epochs, run.name)],
         )
-        recorder = TeeRecorder(FileRecorder(out), ProgressRecorder(epochs, run.name))
-        outcome = fit(spec, recorder)
-    t = outcome.test
-    synthetic = json.loads((out / "summary.json").read_text())["synthetic"]
+    summary = json.loads((result.artifacts_dir / "summary.json").read_text())
+    summary["run_id"] = result.run_id
+    summary["sweep"] = result.sweep
     if format == "json":
-        sys.stdout.write((out / "summary.json").read_text() + "\n")
+        sys.stdout.write(json.dumps(summary) + "\n")
         return
-    label = " [SYNTHETIC data]" if synthetic else ""
+    label = " [SYNTHETIC data]" if summary["synthetic"] else ""
     typer.echo(
-        f"{run.name}{label}: Dice {t.dice:.2f}% (pooled {t.pooled_dice:.2f}%), "
-        f"sensitivity {t.sensitivity:.2f}%, specificity {t.specificity:.2f}% "
-        f"on {len(t.slices)} test slices; best epoch {outcome.best_epoch}; "
-        f"{outcome.parameters_m:.2f} M parameters; results in {out}"
+        f"run {result.run_id} {run.name}{label}: Dice {summary['dice']:.2f}% "
+        f"(pooled {summary['pooled_dice']:.2f}%; all-background would score "
+        f"{summary['all_background_dice']:.2f}%), sensitivity {summary['sensitivity']:.2f}%, "
+        f"specificity {summary['specificity']:.2f}% on {summary['test_slices']} test slices; "
+        f"best epoch {summary['best_epoch']}; {summary['parameters_m']:.2f} M parameters; "
+        f"results in {result.artifacts_dir}"
     )
 
 
