@@ -374,7 +374,7 @@ def test_verify_names_the_broken_file_and_load_refuses_it(copied: Path, corrupt)
     assert problems, "the damage must be found"
     assert any(p.startswith(rel) and words in p for p in problems), problems
     assert all("\n" not in p for p in problems)
-    with pytest.raises(DataError, match="failed its check"):
+    with pytest.raises(DataError, match="is not usable"):
         data.load_dataset(copied, "lesion-segmentation-a", 64, cache=False)
 
 
@@ -387,7 +387,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_cli_verify_synth_and_errors(copied: Path, tmp_path: Path):
+def test_cli_verify_exit_codes_and_one_line_per_problem(copied: Path):
     ok = run_cli("verify", "--dir", str(copied))
     assert ok.returncode == 0, ok.stderr
     assert "medseg-synthetic (synthetic)" in ok.stdout
@@ -399,20 +399,26 @@ def test_cli_verify_synth_and_errors(copied: Path, tmp_path: Path):
     assert bad.returncode == 1 and bad.stdout == ""
     assert lines == data.verify(copied) and len(lines) == 2
 
-    made = run_cli(
-        "synth", "--dir", str(tmp_path / "new"), "--image-size", "32", "--train-slices", "4",
-        "--test-volumes", "1", "--slices-per-volume", "3", "--seed", "2",
-    )  # fmt: skip
-    assert made.returncode == 0 and "(synthetic)" in made.stdout, made.stderr
-    assert data.verify(tmp_path / "new") == []
 
-    for args in (("synth", "--dir", str(tmp_path / "x"), "--image-size", "8"),
-                 ("fetch", "--dir", str(copied)),
-                 ("verify", "--dir", str(tmp_path / "missing"))):  # fmt: skip
-        result = run_cli(*args)
-        assert result.returncode == 1, args
-        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-        assert "Traceback" not in result.stderr
+def test_cli_synth_and_one_sentence_errors(copied: Path, tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from worker.cli import load_commands
+
+    app, runner = load_commands(), CliRunner()
+    sizes = "--image-size 32 --train-slices 4 --test-volumes 1 --slices-per-volume 3 --seed 2"
+    made = runner.invoke(app, ["data", "synth", "--dir", str(tmp_path / "new"), *sizes.split()])
+    assert made.exit_code == 0 and "(synthetic)" in made.stdout, made.output
+    assert data.verify(tmp_path / "new") == []
+    for args, words in (
+        (["synth", "--dir", str(tmp_path / "x"), "--image-size", "8"], "image size"),
+        (["fetch", "--dir", str(copied)], "synthetic"),
+        (["verify", "--dir", str(tmp_path / "missing")], "no such folder"),
+    ):
+        result = runner.invoke(app, ["data", *args])
+        assert result.exit_code == 1, args
+        assert len(result.stderr.strip().splitlines()) == 1 and words in result.stderr
+        assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
 # -------------------------------------------------------------------- fetch
@@ -552,3 +558,26 @@ def test_gzip_check_reads_the_whole_stream(tmp_path: Path):
     assert _gzip_ok(path)
     flip_bit(path, 0.99)
     assert not _gzip_ok(path)
+
+
+def test_fetch_uses_google_drive_ids_through_gdown(server: FileServer, tmp_path, monkeypatch):
+    gdown = pytest.importorskip("gdown")
+    by_id = {i: n for n, i in data.GOOGLE_DRIVE_IDS.items()}
+    calls = []
+
+    def fake_download(*, id, output, quiet, resume, **kwargs):
+        calls.append((by_id[id], resume))
+        Path(output).write_bytes(server.files[by_id[id]])
+        return output
+
+    monkeypatch.setattr(gdown, "download", fake_download)
+    root = data.fetch(tmp_path / "drive", progress=False)
+    assert calls == [(n, True) for n in data.MEDSEG_FILES]
+    assert data.verify(root) == []
+
+    def failing(**kwargs):
+        raise RuntimeError("Too many users have viewed or downloaded this file recently.")
+
+    monkeypatch.setattr(gdown, "download", failing)
+    with pytest.raises(DataError, match=r"tr_im.nii.gz: Google Drive download .* Too many users"):
+        data.fetch(tmp_path / "drive2", progress=False)

@@ -71,22 +71,25 @@ def synth_command(
     train_slices: Annotated[int, typer.Option(help="Slices in tr_im.nii.gz.")] = 100,
     test_volumes: Annotated[int, typer.Option(help="Test volumes in rp_im/.")] = 9,
     slices_per_volume: Annotated[
-        int | None, typer.Option(help="Slices per test volume [default: 92].")
+        int | None, typer.Option(help="Slices per test volume (default 92).")
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same files).")] = 0,
 ) -> None:
     """Write GENERATED stand-in CT data in the MedSeg layout (labelled synthetic)."""
+    from rich.console import Console
+
     from worker import data
 
     try:
-        root = data.synth(
-            directory,
-            image_size=image_size,
-            train_slices=train_slices,
-            test_volumes=test_volumes,
-            slices_per_volume=slices_per_volume,
-            seed=seed,
-        )
+        with Console(stderr=True).status(f"Generating synthetic data in {directory} ..."):
+            root = data.synth(
+                directory,
+                image_size=image_size,
+                train_slices=train_slices,
+                test_volumes=test_volumes,
+                slices_per_volume=slices_per_volume,
+                seed=seed,
+            )
     except data.DataError as exc:
         _fail(str(exc))
     except OSError as exc:

@@ -55,6 +55,7 @@ import gzip
 import hashlib
 import json
 import logging
+import numbers
 import re
 import tomllib
 import zlib
@@ -700,8 +701,9 @@ def load_dataset(
         raise DataError(
             f"Unknown experiment '{experiment}'; expected one of: {', '.join(EXPERIMENTS)}."
         )
-    if not isinstance(image_size, int) or image_size < 1:
+    if not isinstance(image_size, numbers.Integral) or image_size < 1:
         raise DataError(f"image size must be a positive integer, got {image_size!r}.")
+    image_size = int(image_size)
     layout = _layout(path)
     for role in _needs(experiment):
         for e in layout.entries:
@@ -715,11 +717,9 @@ def load_dataset(
     if volumes is None:
         problems, volumes = scan(layout, image_size=image_size)
         if problems:
-            shown = " ".join(problems[:3])
-            more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
             raise DataError(
-                f"{layout.root} failed its check{more}; run `segbench data verify --dir "
-                f"{layout.root}`. {shown}"
+                f"{layout.root} is not usable ({len(problems)} problem(s); `segbench data "
+                f"verify --dir {layout.root}` lists them all): {' '.join(problems[:3])}"
             )
         if cache:
             _CACHE.clear()
