@@ -218,6 +218,8 @@ def test_cli_train_writes_results_and_labels_synthetic(synthetic_data, tmp_path)
         str(tmp_path / "a"),
         "--format",
         "json",
+        "--db",
+        f"sqlite:///{tmp_path / 'runs.db'}",
     )
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout)
@@ -255,6 +257,9 @@ def test_cli_train_bad_names_and_bad_data(synthetic_data, tmp_path):
         "resnet18",
         "--epochs",
         "1",
+        "--db",
+        f"sqlite:///{tmp_path / 'runs.db'}",
     )
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert not (tmp_path / "runs.db").exists()  # refused before anything was written

@@ -173,7 +173,10 @@ class ProgressRecorder(Recorder):
         if done:
             self.bar.update(done - self.bar.n)
         if config.get("dataset", {}).get("synthetic"):
-            self.bar.write("note: training on SYNTHETIC stand-in data (not the paper's CT scans)")
+            self.bar.write(
+                "note: training on SYNTHETIC stand-in data (not the paper's CT scans)",
+                file=sys.stderr,
+            )
 
     def epoch(self, record: EpochRecord) -> None:
         self.bar.set_postfix(train=f"{record.train_loss:.4f}", val=f"{record.val_loss:.4f}")
