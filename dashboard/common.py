@@ -1,0 +1,118 @@
+"""Small UI pieces every page shares: error states, the synthetic badge, formatting."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import pandas as pd
+import streamlit as st
+from sqlalchemy import exc as sa_exc
+
+from db.errors import DatabaseError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+SYNTHETIC_HELP = (
+    "These results come from GENERATED stand-in data (segbench data synth), "
+    "not from the CT scans of the paper."
+)
+
+
+def user_error_types() -> tuple[type[BaseException], ...]:
+    from dashboard.data import QueueError
+    from worker.data import DataError
+    from worker.grid import GridError
+
+    return (DatabaseError, DataError, GridError, QueueError, ValueError, FileNotFoundError)
+
+
+def one_sentence(error: BaseException) -> str:
+    """An error as the one sentence a page shows."""
+    if isinstance(error, sa_exc.SQLAlchemyError):
+        reason = str(getattr(error, "orig", None) or error).strip().splitlines()
+        reason = reason[0] if reason else type(error).__name__
+        return f"The database did not answer as expected ({reason}); try again in a moment."
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0]
+
+
+def load(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Call a data function; on a database or data error show it as one sentence and
+    stop the page (never a traceback)."""
+    try:
+        return fn(*args, **kwargs)
+    except (sa_exc.SQLAlchemyError, *user_error_types()) as error:
+        log.warning("dashboard read failed: %s", error)
+        st.error(one_sentence(error), icon=":material/error:")
+        st.stop()
+        raise  # st.stop raises; this line is never reached
+
+
+def attempt(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
+    """Like load() but the page goes on: the error shows and None is returned."""
+    try:
+        return fn(*args, **kwargs)
+    except (sa_exc.SQLAlchemyError, *user_error_types()) as error:
+        log.warning("dashboard action failed: %s", error)
+        st.error(one_sentence(error), icon=":material/error:")
+        return None
+
+
+def synthetic_badge(synthetic: Any) -> None:
+    """The SYNTHETIC DATA badge, shown whenever any result on the page is synthetic."""
+    if isinstance(synthetic, pd.Series):
+        synthetic = bool(synthetic.fillna(False).astype(bool).any())
+    if synthetic:
+        st.badge("SYNTHETIC DATA", icon=":material/science:", color="orange")
+        st.caption(SYNTHETIC_HELP)
+
+
+def duration(seconds: float | None) -> str:
+    """12 s, 3 min 5 s, 2 h 07 min, 1 d 4 h."""
+    if seconds is None or pd.isna(seconds):
+        return "–"
+    s = int(round(float(seconds)))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60} s"
+    if s < 86400:
+        return f"{s // 3600} h {s % 3600 // 60:02d} min"
+    return f"{s // 86400} d {s % 86400 // 3600} h"
+
+
+def run_label(row: Any) -> str:
+    """#12 lung-segmentation · unet · resnet18 · imagenet"""
+    return f"#{row['id']} {row['experiment']} · {row['architecture']} · {row['encoder']} · " + str(
+        row["init"]
+    )
+
+
+def sweep_choice(
+    sweeps: pd.DataFrame,
+    key: str,
+    *,
+    allow_all: bool = True,
+    prefer_results: bool = False,
+    label: str = "Sweep",
+):
+    """A sweep selectbox, newest first; None means every sweep. With prefer_results the
+    first choice is the sweep with the most succeeded runs."""
+    names = list(reversed(sweeps["name"].tolist())) if not sweeps.empty else []
+    options = ([None] if allow_all else []) + names
+    if not options:
+        return None
+    index = 0
+    if prefer_results and "succeeded" in sweeps and sweeps["succeeded"].max() > 0:
+        best = sweeps.loc[sweeps["succeeded"].astype(int).idxmax(), "name"]
+        index = options.index(best)
+    return st.selectbox(
+        label,
+        options,
+        index=index,
+        key=key,
+        format_func=lambda s: "All sweeps" if s is None else s,
+    )

@@ -1,0 +1,95 @@
+"""Fixtures: a fresh SQLite database per test (schema upgraded through Alembic), the
+dashboard pointed at it through SEGBENCH_DATABASE_URL, and a populated variant."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from dashboard_fixtures import (  # noqa: E402
+    Populated,
+    clear_settings,
+    point_dashboard_at,
+    populate,
+)
+
+from db import migrate  # noqa: E402
+from db.session import dispose_engine  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _fresh_settings():
+    yield
+    clear_settings()
+
+
+@pytest.fixture(scope="session")
+def _template_db(tmp_path_factory) -> Path:
+    """One upgraded empty database, copied for each test (Alembic runs once)."""
+    path = tmp_path_factory.mktemp("template") / "empty.db"
+    url = f"sqlite:///{path}"
+    migrate.upgrade(url)
+    dispose_engine(url)
+    return path
+
+
+@pytest.fixture(scope="session")
+def _populated_template(tmp_path_factory, _template_db) -> tuple[Path, Populated]:
+    path = tmp_path_factory.mktemp("populated") / "populated.db"
+    shutil.copy(_template_db, path)
+    url = f"sqlite:///{path}"
+    populated = populate(url)
+    dispose_engine(url)
+    return path, populated
+
+
+@pytest.fixture
+def empty_url(tmp_path, monkeypatch, _template_db) -> str:
+    path = tmp_path / "empty.db"
+    shutil.copy(_template_db, path)
+    url = f"sqlite:///{path}"
+    point_dashboard_at(monkeypatch, url)
+    yield url
+    dispose_engine(url)
+
+
+@pytest.fixture
+def populated(tmp_path, monkeypatch, _populated_template) -> Populated:
+    template, result = _populated_template
+    path = tmp_path / "populated.db"
+    shutil.copy(template, path)
+    url = f"sqlite:///{path}"
+    point_dashboard_at(monkeypatch, url)
+    yield Populated(**{**result.__dict__, "url": url})
+    dispose_engine(url)
+
+
+PG_SERVER = os.environ.get("SEGBENCH_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture
+def postgres_url():
+    """A fresh PostgreSQL database at head (skipped when no server answers); PostgreSQL
+    keeps NaN losses, which SQLite cannot store."""
+    import psycopg
+
+    try:
+        admin = psycopg.connect(PG_SERVER, autocommit=True, connect_timeout=3)
+    except psycopg.Error:
+        pytest.skip(f"PostgreSQL is not reachable at {PG_SERVER}")
+    name = f"segbench_dash_{uuid.uuid4().hex[:10]}"
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = PG_SERVER.rsplit("/", 1)[0] + f"/{name}"
+    migrate.upgrade(url)
+    yield url
+    dispose_engine(url)
+    with psycopg.connect(PG_SERVER, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -1,0 +1,196 @@
+"""End to end in a real browser: `segbench dashboard` against a SQLite file, driven by
+Playwright with Debian's chromium. Enqueues a small sweep from the Launch page, sees
+its runs on Live, and saves a screenshot of every page under test-output/dashboard/."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from dashboard_fixtures import GALLERY_INDEXES, populate
+
+from db import migrate
+from db.queries import queue_counts
+from db.session import dispose_engine, session_scope
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+REPO = Path(__file__).resolve().parents[2]
+SCREENSHOTS = REPO / "test-output" / "dashboard"
+PAGES = ("live", "launch", "leaderboard", "analysis", "gallery")
+ANALYSIS_TABS = {
+    "Dice vs parameters (Fig. 4)": "analysis-parameters",
+    "Loss curves (Fig. 5)": "analysis-losses",
+    "Encoders": "analysis-encoders",
+    "Intensities (Fig. 2)": "analysis-intensities",
+}
+
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason="needs Debian's chromium (apt-get install -y chromium)"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until_healthy(base: str, process: subprocess.Popen, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"segbench dashboard exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"the dashboard did not answer at {base} within {timeout_s} s")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """A synthetic dataset, a populated database and the dashboard serving them."""
+    from worker.data import load_dataset, synth
+
+    root = tmp_path_factory.mktemp("e2e")
+    data_dir = synth(
+        root / "data", image_size=64, train_slices=10, test_volumes=2, slices_per_volume=8
+    )
+    truth = {
+        experiment: {
+            i: load_dataset(data_dir, experiment, 64).test.masks[i] for i in GALLERY_INDEXES
+        }
+        for experiment in ("lung-segmentation", "lesion-segmentation-a", "lesion-segmentation-b")
+    }
+    url = f"sqlite:///{root / 'segbench.db'}"
+    migrate.upgrade(url)
+    populated = populate(url, data_dir=str(data_dir), truth=truth)
+    dispose_engine(url)
+
+    port = free_port()
+    env = {**os.environ, "SEGBENCH_DATA_DIR": str(data_dir)}
+    env.pop("SEGBENCH_DASHBOARD_PASSWORD", None)
+    log = open(root / "dashboard.log", "w")  # noqa: SIM115 - closed below
+    process = subprocess.Popen(
+        [sys.executable, "-m", "worker.cli", "dashboard", "--port", str(port), "--db", url],
+        cwd=root,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(base, process)
+        yield base, url, populated
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+        dispose_engine(url)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def settle(page) -> None:
+    """Wait until Streamlit has finished running the page's script."""
+    page.wait_for_timeout(300)
+    page.wait_for_selector(
+        '[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=30_000
+    )
+    page.wait_for_timeout(700)  # charts and images finish drawing
+
+
+def choose(page, label: str, option: str) -> None:
+    box = page.locator('[data-testid="stMultiSelect"]').filter(has_text=label)
+    box.click()
+    page.get_by_role("option", name=option, exact=True).click()
+    page.keyboard.press("Escape")
+    settle(page)
+
+
+def test_enqueue_from_launch_and_watch_on_live(served, browser):
+    base, url, populated = served
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page(viewport={"width": 1400, "height": 1800})
+
+    page.goto(f"{base}/launch")
+    settle(page)
+    page.get_by_text("SYNTHETIC DATA").first.wait_for()
+    choose(page, "Experiments", "lung-segmentation")
+    choose(page, "Architectures", "unet")
+    choose(page, "Encoders", "resnet18")
+    sweep_box = page.get_by_label("Sweep name").first
+    sweep_box.fill("e2e-sweep")
+    sweep_box.press("Enter")
+    settle(page)
+    page.get_by_role("button", name="Enqueue 2 runs").click()
+    page.get_by_text("Sweep 'e2e-sweep' holds these 2 runs").wait_for(timeout=30_000)
+    page.screenshot(path=str(SCREENSHOTS / "launch.png"), full_page=True)
+
+    with session_scope(url) as session:
+        assert queue_counts(session, sweep="e2e-sweep")["queued"] == 2
+    from worker import tasks
+
+    tasks.configure(url)  # the embedded broker beside the SQLite file
+    assert tasks.queue_depth() == 2
+
+    page.goto(f"{base}/")  # Live is the default page
+    settle(page)
+    queued = populated.counts["queued"] + 2
+    metric = page.locator('[data-testid="stMetric"]').filter(has_text="queued")
+    assert metric.first.inner_text().split()[-1] == str(queued)
+    # Data grids draw on a canvas; their cells are in the DOM for accessibility only.
+    page.get_by_text("CUDA out of memory").first.wait_for(state="attached")
+    page.screenshot(path=str(SCREENSHOTS / "live.png"), full_page=True)
+
+    for name in ("leaderboard", "analysis", "gallery"):
+        page.goto(f"{base}/{name}")
+        settle(page)
+        page.get_by_text("SYNTHETIC DATA").first.wait_for()
+        assert page.locator('[data-testid="stException"]').count() == 0
+        page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+    page.goto(f"{base}/analysis")
+    settle(page)
+    for tab, shot in ANALYSIS_TABS.items():
+        page.get_by_role("tab", name=tab).click()
+        if shot == "analysis-intensities":
+            page.get_by_text("Read the dataset and draw the histograms").click()
+            settle(page)
+            page.get_by_text("log scale").first.wait_for()
+        page.wait_for_timeout(700)
+        assert page.locator('[data-testid="stException"]').count() == 0
+        page.screenshot(path=str(SCREENSHOTS / f"{shot}.png"), full_page=True)
+    page.close()
+    for name in [*PAGES, *ANALYSIS_TABS.values()]:
+        assert (SCREENSHOTS / f"{name}.png").stat().st_size > 10_000
