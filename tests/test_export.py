@@ -335,21 +335,39 @@ def test_export_figures(db, tmp_path):
     result = cli("export", "figures", "--dir", str(tmp_path), "--formats", "svg", "--db", db["url"])
     assert result.exit_code == 0, result.output
     written = sorted(p.name for p in tmp_path.iterdir())
-    assert written == ["dice_boxplot.svg", "dice_by_encoder.svg", "dice_vs_parameters.svg"]
+    assert written == [
+        "dice_boxplot.svg",
+        "dice_by_encoder.svg",
+        "dice_vs_parameters.svg",
+        "init_boxplot.svg",
+    ]  # the made-up runs have no epochs: no loss curves
     assert "SYNTHETIC" in (tmp_path / "dice_boxplot.svg").read_text()
+    empty = cli("export", "figures", "--dir", str(tmp_path), "--experiment",
+                "lesion-segmentation-b", "--db", db["url"])  # fmt: skip
+    assert empty.exit_code == 1 and "nothing to plot" in empty.stderr
 
 
-def test_loss_curves_and_png(tmp_path):
-    from worker.export_figures import loss_curves, loss_frame, save_chart
+def test_loss_figures_and_png(tmp_path):
+    from worker.export_figures import figures, loss_difference_frame, save_chart
 
-    bands = [
-        {"architecture": a, "epoch": e, "train_mean": 1 / e, "train_std": 0.1,
-         "val_mean": 1.2 / e, "val_std": None}
-        for a in ("unet", "fpn") for e in range(1, 4)
-    ]  # fmt: skip
-    df = loss_frame(bands, "lung-segmentation")
-    assert set(df["split"]) == {"train", "validation"} and len(df) == 12
-    path = save_chart(loss_curves(df), tmp_path / "loss.png")
+    def bands(scale):
+        return pd.DataFrame(
+            [
+                {"architecture": a, "epoch": e, "train_mean": scale / e, "train_std": 0.1,
+                 "val_mean": 1.2 * scale / e, "val_std": None}
+                for a in ("unet", "fpn") for e in range(1, 4)
+            ]
+        )  # fmt: skip
+
+    b = {"lesion-segmentation-a": bands(1.0), "lesion-segmentation-b": bands(0.5)}
+    diff = loss_difference_frame(b)
+    assert len(diff) == 12 and set(diff["split"]) == {"train", "validation"}
+    first = diff[(diff.architecture == "unet") & (diff.epoch == 1) & (diff.split == "train")]
+    assert first["difference"].item() == pytest.approx(-0.5)
+    results = hand_made_results().assign(synthetic=False)
+    charts = figures(results, b)
+    assert {"loss_curves", "loss_difference", "dice_vs_parameters"} <= set(charts)
+    path = save_chart(charts["loss_curves"], tmp_path / "loss.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -237,19 +237,19 @@ def export_figures(
     ] = "png,svg",
     db: DbOpt = None,
 ) -> None:
-    """The paper's figures (Dice boxplots, Dice vs parameters, losses, encoders)."""
+    """The paper's figures as PNG/SVG, drawn like the dashboard draws them."""
     with user_errors():
         import pandas as pd
 
         from db.queries import loss_bands
         from db.session import session_scope
         from worker.export import results_frame
-        from worker.export_figures import loss_frame, write_figures
+        from worker.export_figures import write_figures
 
         with session_scope(_url(db)) as session:
             df = results_frame(session, sweep=sweep, experiment=experiment)
-            parts = [
-                loss_frame(
+            bands = {
+                x: pd.DataFrame(
                     loss_bands(
                         session,
                         by="architecture",
@@ -257,14 +257,12 @@ def export_figures(
                         experiment=x,
                         sweep=sweep,
                         status="succeeded",
-                    ),
-                    x,
+                    )
                 )
                 for x in df["experiment"].unique()
-            ]
-        losses = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+            }
         fmts = tuple(f.strip() for f in formats.split(",") if f.strip())
-        written = write_figures(df, losses, dir, fmts)
+        written = write_figures(df, bands, dir, fmts)
     for path in written:
         typer.echo(str(path))
 
