@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -296,6 +297,11 @@ def record_start(session: Session, *, run_id: int, config: dict[str, Any]) -> No
     )
 
 
+def finite_or_none(value: float | None) -> float | None:
+    """A diverged loss (NaN/inf) is stored as NULL, the same on SQLite and PostgreSQL."""
+    return value if value is not None and math.isfinite(value) else None
+
+
 def record_epoch(
     session: Session, *, run_id: int, record: EpochRecord, lease_seconds: int | None = None
 ) -> None:
@@ -303,8 +309,8 @@ def record_epoch(
     _require_run(session, run_id)
     now = utcnow()
     values = {
-        "train_loss": record.train_loss,
-        "val_loss": record.val_loss,
+        "train_loss": finite_or_none(record.train_loss),
+        "val_loss": finite_or_none(record.val_loss),
         "train_seconds": record.train_seconds,
         "val_seconds": record.val_seconds,
         "is_best": bool(record.is_best),
@@ -428,7 +434,7 @@ def finish(session: Session, *, run_id: int, outcome: RunOutcome) -> None:
             lease_expires_at=None,
             error=None,
             best_epoch=outcome.best_epoch,
-            best_val_loss=outcome.best_val_loss,
+            best_val_loss=finite_or_none(outcome.best_val_loss),
             parameters_m=outcome.parameters_m,
             train_seconds_per_epoch=outcome.train_seconds_per_epoch,
             val_seconds_per_epoch=outcome.val_seconds_per_epoch,

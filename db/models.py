@@ -158,8 +158,9 @@ class Epoch(Base):
 
     run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
     epoch: Mapped[int] = mapped_column(Integer, primary_key=True)
-    train_loss: Mapped[float] = mapped_column(Float)
-    val_loss: Mapped[float] = mapped_column(Float)
+    # NULL when the loss diverged (NaN/inf)
+    train_loss: Mapped[float | None] = mapped_column(Float)
+    val_loss: Mapped[float | None] = mapped_column(Float)
     train_seconds: Mapped[float] = mapped_column(Float)
     val_seconds: Mapped[float] = mapped_column(Float)
     is_best: Mapped[bool] = mapped_column(Boolean)

@@ -247,3 +247,16 @@ def test_unknown_run_ids_and_sweeps_are_one_clear_sentence(db_url):
             call(session)
     with session_scope(db_url) as session, pytest.raises(UnknownSweep, match="test-sweep"):
         jobs.cancel(session, sweep="no-such-sweep")
+
+
+def test_a_diverged_loss_is_stored_as_null_on_every_backend(db_url):
+    (run_id,) = submit_runs(db_url, 1)
+    claim(db_url, run_id, lease_seconds=60)
+    recorder = DbRecorder(db_url, run_id)
+    nan = float("nan")
+    recorder.epoch(epoch_record(1, 0.5))
+    recorder.epoch(epoch_record(2, nan, is_best=False))
+    with session_scope(db_url) as session:
+        rows = session.scalars(select(Epoch).order_by(Epoch.epoch)).all()
+        assert [(r.epoch, r.val_loss) for r in rows] == [(1, 0.5), (2, None)]
+        assert rows[1].train_loss is None  # NaN + 0.1 is NaN too
