@@ -56,7 +56,22 @@ def augment_batch(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Augment (N, 1, H, W) images and binary masks with the same random affine."""
     cfg = cfg or AugmentConfig()
-    theta = random_affine(images.shape[0], cfg, generator).to(images.device)
+    theta = random_affine(images.shape[0], cfg, generator)
+    return apply_affine(images, masks, theta, cfg)
+
+
+def apply_affine(
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    theta: torch.Tensor,
+    cfg: AugmentConfig | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Warp (N, 1, H, W) images and binary masks with given (N, 2, 3) matrices.
+
+    Training draws a whole epoch's matrices at once (one host-to-device copy per
+    epoch instead of one per step, which would stall a GPU); same numbers."""
+    cfg = cfg or AugmentConfig()
+    theta = theta.to(images.device)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False).to(images.dtype)
     shifted = images - cfg.pad_value if cfg.pad_value else images
     out = F.grid_sample(

@@ -5,10 +5,20 @@ each epoch, selection by lowest validation loss), writes ``checkpoint_latest.pt`
 atomically after every epoch (model, optimizer, RNG states, epoch, best-so-far)
 and resumes from it, so an interrupted run ends with exactly the numbers of an
 uninterrupted one on CPU. The best model is saved as safetensors + config.json.
+
+The best-so-far weights live in their own file, ``checkpoint_best_epoch{N}.pt``,
+written once when they change instead of inside every latest checkpoint. On CUDA
+the latest checkpoint is written at most once a minute (and always after the last
+epoch and when the run is stopped): a GPU epoch of a small model is shorter than
+writing its checkpoint. The speed switches of TrainSpec default to what measured
+best per device; on CPU they are all off, so CPU numbers are those of a plain loop.
+RunTrainer holds one run's state between steps, so worker.stacked can train
+several runs in lockstep on one device.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import logging
@@ -17,7 +27,8 @@ import os
 import platform
 import subprocess
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +50,10 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_LATEST = "checkpoint_latest.pt"
 CHECKPOINT_BEST = "checkpoint_best"
+BEST_WEIGHTS = "checkpoint_best_epoch{epoch}.pt"  # best-so-far weights while training
+# Seconds between latest checkpoints on CUDA (bench/README.md: writing one costs
+# about as much as a GPU epoch of a small model; a CPU epoch is far longer).
+CUDA_CHECKPOINT_INTERVAL_S = 60.0
 
 
 @dataclass
@@ -52,6 +67,46 @@ class TrainSpec:
     artifacts_dir: Path = Path("artifacts")
     gallery_size: int = 4
     eval_batch_size: int = 8
+    # Speed switches: None = the measured default of the device (all off on CPU,
+    # where they would change the numbers or cost time; on for CUDA). None of
+    # them changes the protocol (batch size, augmentation, selection).
+    amp: bool | None = None  # bf16 autocast of the forward passes
+    channels_last: bool | None = None  # NHWC weights for tensor-core convolutions
+    fused_adam: bool | None = None  # torch.optim.Adam(fused=True)
+    cudnn_benchmark: bool | None = None  # let cuDNN time its algorithms once
+    compile: bool = False  # torch.compile: minutes of compiling per model, unmeasured
+    checkpoint_interval_s: float | None = None  # None: 0 (every epoch) on CPU, 60 on CUDA
+
+    def performance(self, device: torch.device) -> Performance:
+        """The switches resolved for ``device``."""
+        cuda = device.type == "cuda"
+
+        def auto(value: bool | None) -> bool:
+            return cuda if value is None else bool(value)
+
+        interval = self.checkpoint_interval_s
+        if interval is None:
+            interval = CUDA_CHECKPOINT_INTERVAL_S if cuda else 0.0
+        return Performance(
+            amp=auto(self.amp),
+            channels_last=auto(self.channels_last),
+            fused_adam=auto(self.fused_adam),
+            cudnn_benchmark=auto(self.cudnn_benchmark),
+            compile=bool(self.compile),
+            checkpoint_interval_s=float(interval),
+        )
+
+
+@dataclass(frozen=True)
+class Performance:
+    """TrainSpec's speed switches as used on one device (kept in the run's config)."""
+
+    amp: bool
+    channels_last: bool
+    fused_adam: bool
+    cudnn_benchmark: bool
+    compile: bool
+    checkpoint_interval_s: float
 
 
 class TeeRecorder(Recorder):
@@ -76,7 +131,8 @@ class TeeRecorder(Recorder):
             r.finish(outcome)
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str | torch.device) -> torch.device:
+    name = str(name)
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(
             f"Device '{name}' was requested but CUDA is not available here; use --device cpu."
@@ -143,142 +199,263 @@ def _rng_state() -> dict:
     return {"torch": torch.get_rng_state()}
 
 
-def fit(spec: TrainSpec, recorder: Recorder | None = None) -> RunOutcome:
-    """Train one run of the grid and evaluate its best model on the test set."""
-    recorder = recorder or Recorder()
-    p = spec.protocol
-    device = resolve_device(spec.device)
-    dataset = data.load_dataset(spec.data_dir, spec.run.experiment, p.image_size)
-    artifacts = Path(spec.artifacts_dir)
-    artifacts.mkdir(parents=True, exist_ok=True)
+def _autocast(device: torch.device, enabled: bool):
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
 
-    torch.manual_seed(p.seed)
-    np.random.seed(p.seed % 2**32)
-    model = models.build_model(spec.run).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=p.lr, betas=(0.9, 0.999), eps=1e-8)
-    loss_fn = losses.get_loss(p.loss)
-    aug_cfg = augment.config_for(spec.run.experiment, p.augment_mode)
-    shuffle_gen = torch.Generator().manual_seed(p.seed)
-    aug_gen = torch.Generator().manual_seed(p.seed + 1)
 
-    state = {
-        "epoch": 0,
-        "best_val_loss": math.inf,
-        "best_epoch": 0,
-        "best_model": None,
-        "train_seconds": [],
-        "val_seconds": [],
-        "first_layer_before": models.first_conv(model).weight.detach().cpu().clone(),
-    }
-    latest = artifacts / CHECKPOINT_LATEST
-    resumed_from = 0
-    if latest.exists():
-        ckpt = torch.load(latest, map_location="cpu", weights_only=True)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        shuffle_gen.set_state(ckpt["shuffle_rng"])
-        aug_gen.set_state(ckpt["augment_rng"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        if device.type == "cuda" and ckpt.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(ckpt["cuda_rng"], device)
-        state = ckpt["state"]
-        resumed_from = state["epoch"]
-        log.info("resuming %s from epoch %d", spec.run.name, resumed_from)
+class RunTrainer:
+    """One run of the grid, trained a unit of work at a time.
 
-    x_train, y_train = _to_tensor(dataset.train, device)
-    x_val, y_val = _to_tensor(dataset.validation, device)
-    parameters_m = models.count_parameters(model)
-    recorder.start(
-        {
-            "run": spec.run.to_dict(),
-            "protocol": p.to_dict(),
-            "protocol_hash": p.hash(),
-            "versions": library_versions(),
-            "git_commit": git_commit(),
-            "device": device_name(device),
-            "dataset": {
-                "name": dataset.name,
-                "kind": dataset.kind,
-                "synthetic": dataset.synthetic,
-                "manifest_hash": dataset.manifest_hash,
-                "path": str(spec.data_dir),
-            },
-            "parameters_m": parameters_m,
-            "resumed_from": resumed_from,
-            "host": platform.node(),
+    Construction does what fit() does before its first epoch: seed, build the
+    model, resume from ``checkpoint_latest.pt`` if there is one, move the data to
+    the device and call ``recorder.start``. ``steps()`` then trains the remaining
+    epochs, yielding after each unit of work (an epoch's set-up, every optimizer
+    step, the epoch's end: validation, ``recorder.epoch``, checkpoint,
+    ``recorder.cancelled``), and ``finish()`` tests the best model. fit() runs one
+    trainer to the end; worker.stacked.fit_many interleaves several.
+    """
+
+    def __init__(self, spec: TrainSpec, recorder: Recorder | None = None):
+        self.spec = spec
+        self.recorder = recorder or Recorder()
+        p = self.protocol = spec.protocol
+        device = self.device = resolve_device(spec.device)
+        perf = self.performance = spec.performance(device)
+        self.dataset = data.load_dataset(spec.data_dir, spec.run.experiment, p.image_size)
+        self.artifacts = Path(spec.artifacts_dir)
+        self.artifacts.mkdir(parents=True, exist_ok=True)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = perf.cudnn_benchmark
+
+        torch.manual_seed(p.seed)
+        np.random.seed(p.seed % 2**32)
+        model = models.build_model(spec.run).to(device)
+        if perf.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.Adam(
+            model.parameters(),
+            lr=p.lr,
+            betas=(0.9, 0.999),
+            eps=1e-8,
+            **({"fused": True} if perf.fused_adam else {}),
+        )
+        self.model = model
+        self.loss_fn = losses.get_loss(p.loss)
+        self.aug_cfg = augment.config_for(spec.run.experiment, p.augment_mode)
+        self.shuffle_gen = torch.Generator().manual_seed(p.seed)
+        self.aug_gen = torch.Generator().manual_seed(p.seed + 1)
+        self.state = {
+            "epoch": 0,
+            "best_val_loss": math.inf,
+            "best_epoch": 0,
+            "best_weights": None,  # file name of the best-so-far weights
+            "train_seconds": [],
+            "val_seconds": [],
+            "first_layer_before": models.first_conv(model).weight.detach().cpu().clone(),
         }
-    )
+        self.best_model: dict[str, torch.Tensor] | None = None
+        self.resumed_from = 0
+        latest = self.artifacts / CHECKPOINT_LATEST
+        if latest.exists():
+            self._resume(latest)
 
-    for epoch in range(state["epoch"] + 1, p.epochs + 1):
-        t0 = time.perf_counter()
-        model.train()
-        order = torch.randperm(len(x_train), generator=shuffle_gen).to(device)
+        self.x_train, self.y_train = _to_tensor(self.dataset.train, device)
+        self.x_val, self.y_val = _to_tensor(self.dataset.validation, device)
+        self.parameters_m = models.count_parameters(model)
+        if perf.compile:
+            model.compile()  # in place: state_dict keys stay those of the plain model
+        dataset = self.dataset
+        self.recorder.start(
+            {
+                "run": spec.run.to_dict(),
+                "protocol": p.to_dict(),
+                "protocol_hash": p.hash(),
+                "versions": library_versions(),
+                "git_commit": git_commit(),
+                "device": device_name(device),
+                "performance": asdict(perf),
+                "dataset": {
+                    "name": dataset.name,
+                    "kind": dataset.kind,
+                    "synthetic": dataset.synthetic,
+                    "manifest_hash": dataset.manifest_hash,
+                    "path": str(spec.data_dir),
+                },
+                "parameters_m": self.parameters_m,
+                "resumed_from": self.resumed_from,
+                "host": platform.node(),
+            }
+        )
+        self._last_checkpoint = time.perf_counter()
+
+    def _resume(self, latest: Path) -> None:
+        ckpt = torch.load(latest, map_location="cpu", weights_only=True)
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.shuffle_gen.set_state(ckpt["shuffle_rng"])
+        self.aug_gen.set_state(ckpt["augment_rng"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        if self.device.type == "cuda" and ckpt.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(ckpt["cuda_rng"], self.device)
+        state = ckpt["state"]
+        # checkpoints written before the best weights had their own file held them inline
+        self.best_model = state.pop("best_model", None)
+        state.setdefault("best_weights", None)
+        if state["best_weights"]:
+            best = torch.load(
+                self.artifacts / state["best_weights"], map_location="cpu", weights_only=True
+            )
+            self.best_model = best["model"]
+        self.state = state
+        self.resumed_from = state["epoch"]
+        log.info("resuming %s from epoch %d", self.spec.run.name, self.resumed_from)
+
+    def steps(self) -> Iterator[None]:
+        """Train the remaining epochs; yields after every unit of work.
+
+        Raises Cancelled after the epoch in which the recorder asked to stop."""
+        for epoch in range(self.state["epoch"] + 1, self.protocol.epochs + 1):
+            yield from self._epoch(epoch)
+
+    def _epoch(self, epoch: int) -> Iterator[None]:
+        p, device, perf = self.protocol, self.device, self.performance
+        started = time.perf_counter()
+        self.model.train()
+        n, bs = len(self.x_train), p.batch_size
+        order = torch.randperm(n, generator=self.shuffle_gen).to(device)
+        theta = None
+        if p.augment and n:
+            # the epoch's matrices drawn batch by batch as always, copied once
+            draws = [
+                augment.random_affine(min(bs, n - s), self.aug_cfg, self.aug_gen)
+                for s in range(0, n, bs)
+            ]
+            theta = torch.cat(draws).to(device)
         train_losses = []
-        for start in range(0, len(order), p.batch_size):
-            idx = order[start : start + p.batch_size]
-            xb, yb = x_train[idx], y_train[idx]
-            if p.augment:
-                xb, yb = augment.augment_batch(xb, yb, aug_gen, aug_cfg)
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(xb), yb)
+        busy = time.perf_counter() - started
+        yield
+        for start in range(0, n, bs):
+            t = time.perf_counter()
+            idx = order[start : start + bs]
+            xb, yb = self.x_train[idx], self.y_train[idx]
+            if theta is not None:
+                xb, yb = augment.apply_affine(xb, yb, theta[start : start + bs], self.aug_cfg)
+            self.optimizer.zero_grad(set_to_none=True)
+            with _autocast(device, perf.amp):
+                pred = self.model(xb)
+            loss = self.loss_fn(pred, yb)
             loss.backward()
-            optimizer.step()
+            self.optimizer.step()
             train_losses.append(loss.detach())
+            busy += time.perf_counter() - t
+            yield
+        t = time.perf_counter()
         train_loss = float(torch.stack(train_losses).mean())
         if device.type == "cuda":
-            torch.cuda.synchronize(device)
+            torch.cuda.current_stream(device).synchronize()
         t1 = time.perf_counter()
-        val_loss = validation_loss(model, x_val, y_val, loss_fn, p.batch_size)
-        t2 = time.perf_counter()
+        train_seconds = busy + (t1 - t)
+        val_loss = validation_loss(
+            self.model, self.x_val, self.y_val, self.loss_fn, p.batch_size, amp=perf.amp
+        )
+        val_seconds = time.perf_counter() - t1
 
+        state = self.state
         is_best = math.isfinite(val_loss) and val_loss < state["best_val_loss"]
         if is_best:
             state["best_val_loss"] = val_loss
             state["best_epoch"] = epoch
-            state["best_model"] = {
-                k: v.detach().cpu().clone() for k, v in model.state_dict().items()
-            }
+            self.best_model = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         state["epoch"] = epoch
-        state["train_seconds"].append(t1 - t0)
-        state["val_seconds"].append(t2 - t1)
-        recorder.epoch(
+        state["train_seconds"].append(train_seconds)
+        state["val_seconds"].append(val_seconds)
+        self.recorder.epoch(
             EpochRecord(
                 epoch=epoch,
                 train_loss=train_loss,
                 val_loss=val_loss,
-                train_seconds=t1 - t0,
-                val_seconds=t2 - t1,
+                train_seconds=train_seconds,
+                val_seconds=val_seconds,
                 is_best=is_best,
             )
         )
+        since = time.perf_counter() - self._last_checkpoint
+        written = since >= perf.checkpoint_interval_s or epoch == p.epochs
+        if written:
+            self.checkpoint()
+        if self.recorder.cancelled():
+            if not written:
+                self.checkpoint()  # a stopped run resumes from exactly here
+            raise Cancelled(f"run {self.spec.run.name} was cancelled after epoch {epoch}")
+        yield
+
+    def checkpoint(self) -> None:
+        """Write ``checkpoint_latest.pt`` atomically; the best-so-far weights go to
+        their own file first, and only when they changed since the last one."""
+        state = self.state
+        if self.best_model is not None:
+            name = BEST_WEIGHTS.format(epoch=state["best_epoch"])
+            if state["best_weights"] != name:
+                _save_atomic(
+                    {"epoch": state["best_epoch"], "model": self.best_model},
+                    self.artifacts / name,
+                )
+                state["best_weights"] = name
+        cuda = self.device.type == "cuda"
         _save_atomic(
             {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "shuffle_rng": shuffle_gen.get_state(),
-                "augment_rng": aug_gen.get_state(),
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "shuffle_rng": self.shuffle_gen.get_state(),
+                "augment_rng": self.aug_gen.get_state(),
                 "rng": _rng_state(),
-                "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                "cuda_rng": torch.cuda.get_rng_state(self.device) if cuda else None,
                 "state": state,
             },
-            latest,
+            self.artifacts / CHECKPOINT_LATEST,
         )
-        if recorder.cancelled():
-            raise Cancelled(f"run {spec.run.name} was cancelled after epoch {epoch}")
+        # only now is no checkpoint pointing at an older best file
+        for old in self.artifacts.glob(BEST_WEIGHTS.format(epoch="*")):
+            if old.name != state["best_weights"]:
+                old.unlink(missing_ok=True)
+        self._last_checkpoint = time.perf_counter()
 
-    if state["best_model"] is not None:
-        model.load_state_dict(state["best_model"])
-    return _finish(spec, model, dataset, state, parameters_m, recorder, device)
+    def finish(self) -> RunOutcome:
+        """Load the best weights, test them, save the model, call recorder.finish."""
+        if self.best_model is not None:
+            self.model.load_state_dict(self.best_model)
+        return _finish(
+            self.spec,
+            self.model,
+            self.dataset,
+            self.state,
+            self.parameters_m,
+            self.recorder,
+            self.device,
+            amp=self.performance.amp,
+        )
 
 
-def validation_loss(model, x: torch.Tensor, y: torch.Tensor, loss_fn, batch_size: int) -> float:
+def fit(spec: TrainSpec, recorder: Recorder | None = None) -> RunOutcome:
+    """Train one run of the grid and evaluate its best model on the test set."""
+    trainer = RunTrainer(spec, recorder)
+    for _ in trainer.steps():
+        pass
+    return trainer.finish()
+
+
+def validation_loss(
+    model, x: torch.Tensor, y: torch.Tensor, loss_fn, batch_size: int, *, amp: bool = False
+) -> float:
     model.eval()
     values = []
     with torch.inference_mode():
         for start in range(0, len(x), batch_size):
-            values.append(
-                loss_fn(model(x[start : start + batch_size]), y[start : start + batch_size])
-            )
+            with _autocast(x.device, amp):
+                pred = model(x[start : start + batch_size])
+            values.append(loss_fn(pred, y[start : start + batch_size]))
     return float(torch.stack(values).mean()) if values else float("nan")
 
 
@@ -316,26 +493,29 @@ def evaluate(
     metric_mode: str = "standard",
     batch_size: int = 8,
     gallery: list[int] | None = None,
+    amp: bool = False,
 ) -> tuple[TestResult, dict[int, np.ndarray]]:
     """Per-slice TP/FP/FN/TN and mean Sens/Spec/Dice (percent) on a test split.
 
     Returns the result and the predicted binary masks of the ``gallery`` slices.
+    Counts stay on the device until the last batch (one copy, no per-slice sync).
     """
     device = torch.device(device)
     t0 = time.perf_counter()
     x, y = _to_tensor(split, device)
     counts = []
-    gallery = set(gallery or [])
+    gallery = sorted(set(gallery or []))
     masks: dict[int, np.ndarray] = {}
     model.eval()
     with torch.inference_mode():
         for start in range(0, len(x), batch_size):
-            prob = model(x[start : start + batch_size]).float()
-            counts.append(metrics.confusion_counts(prob, y[start : start + batch_size]).cpu())
-            for j in range(prob.shape[0]):
-                if start + j in gallery:
-                    masks[start + j] = (prob[j, 0] > 0.5).cpu().numpy()
-    c = torch.cat(counts).numpy() if counts else np.zeros((0, 4), dtype=np.int64)
+            with _autocast(device, amp):
+                prob = model(x[start : start + batch_size]).float()
+            counts.append(metrics.confusion_counts(prob, y[start : start + batch_size]))
+            for i in gallery:
+                if start <= i < start + prob.shape[0]:
+                    masks[i] = (prob[i - start, 0] > 0.5).cpu().numpy()
+    c = torch.cat(counts).cpu().numpy() if counts else np.zeros((0, 4), dtype=np.int64)
     summary = metrics.summarize(c, metric_mode)
     slices = [
         SliceCounts(
@@ -363,7 +543,7 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _finish(spec, model, dataset, state, parameters_m, recorder, device) -> RunOutcome:
+def _finish(spec, model, dataset, state, parameters_m, recorder, device, amp=False) -> RunOutcome:
     p = spec.protocol
     gallery = gallery_indices(dataset.test.masks, spec.gallery_size)
     test, masks = evaluate(
@@ -373,9 +553,10 @@ def _finish(spec, model, dataset, state, parameters_m, recorder, device) -> RunO
         metric_mode=p.metric_mode,
         batch_size=spec.eval_batch_size,
         gallery=gallery,
+        amp=amp,
     )
     best_dir = Path(spec.artifacts_dir) / CHECKPOINT_BEST
-    model_cpu = copy.deepcopy(model).to("cpu")
+    model_cpu = copy.deepcopy(model).to("cpu", memory_format=torch.contiguous_format)
     weights = models.save_model(
         model_cpu,
         best_dir,
