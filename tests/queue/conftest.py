@@ -1,0 +1,79 @@
+"""Fixtures for the job queue: real databases (SQLite file, fresh PostgreSQL database),
+real brokers (Redis on 127.0.0.1:6379, or the embedded SQLite broker) and real
+`segbench worker` processes, with leases and intervals shortened to seconds."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from queue_stack import (
+    PG_SERVER,
+    REDIS_DB,
+    REDIS_HOST,
+    REDIS_PORT,
+    Stack,
+    _admin,
+    _stack,
+    ensure_redis,
+    postgres_up,
+    redis_client,
+)
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    if not postgres_up():
+        pytest.skip(f"PostgreSQL is not reachable at {PG_SERVER}")
+    name = f"segbench_queue_{uuid.uuid4().hex[:10]}"
+    _admin(f'CREATE DATABASE "{name}"')
+    url = PG_SERVER.rsplit("/", 1)[0] + f"/{name}"
+    yield url
+    from db.session import dispose_engine
+
+    dispose_engine(url)
+    _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    ensure_redis()
+    redis_client().flushdb()
+    yield f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_DB}"
+    ensure_redis()
+    redis_client().flushdb()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _redis_is_restarted_whatever_happens() -> Iterator[None]:
+    yield
+    ensure_redis()
+
+
+@pytest.fixture
+def pg_redis(pg_url, redis_url, tmp_path) -> Iterator[Stack]:
+    """PostgreSQL + Redis: the scale-out deployment."""
+    yield from _stack(pg_url, redis_url, tmp_path)
+
+
+@pytest.fixture
+def embedded(tmp_path) -> Iterator[Stack]:
+    """SQLite + the serverless SQLite broker: the one-laptop deployment."""
+    from worker.tasks import embedded_broker_url
+
+    db_url = f"sqlite:///{tmp_path / 'segbench.db'}"
+    yield from _stack(db_url, embedded_broker_url(db_url), tmp_path)
+
+
+@pytest.fixture
+def corrupt_data(synthetic_data, tmp_path) -> Path:
+    """A copy of the synthetic data whose lesion masks file is damaged (its manifest
+    still lists it, so submitting works and the worker's check must catch it)."""
+    target = tmp_path / "corrupt-data"
+    shutil.copytree(synthetic_data, target)
+    damaged = target / "tr_mask.nii.gz"
+    damaged.write_bytes(damaged.read_bytes()[:200] + b"\0" * 64)
+    return target

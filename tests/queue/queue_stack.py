@@ -1,0 +1,250 @@
+"""Helpers for the job-queue tests: real databases (SQLite file, fresh PostgreSQL database),
+real brokers (Redis on 127.0.0.1:6379, or the embedded SQLite broker) and real
+`segbench worker` processes, with leases and intervals shortened to seconds."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+import redis
+from sqlalchemy import select
+from typer.testing import CliRunner
+
+ROOT = Path(__file__).resolve().parents[2]
+PG_SERVER = os.environ.get("SEGBENCH_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+REDIS_DB = 13  # a database of its own, flushed around each test
+REDIS_SERVER = [
+    "redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", "6379",
+    "--save", "", "--appendonly", "no", "--dir", "/var/lib/redis",
+    "--logfile", "/var/log/redis/ci.log",
+]  # fmt: skip
+
+# Short timings so that leases expire and the reaper acts within seconds.
+FAST = {
+    "SEGBENCH_LEASE_SECONDS": "5",
+    "SEGBENCH_REAPER_INTERVAL": "1",
+    "SEGBENCH_SOFT_SHUTDOWN_TIMEOUT": "30",
+    "SEGBENCH_VISIBILITY_TIMEOUT": "3600",
+    "SEGBENCH_MAX_ATTEMPTS": "3",
+    "SEGBENCH_DEVICE": "cpu",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "PYTHONUNBUFFERED": "1",
+}
+TINY = ["-x", "lung-segmentation", "-a", "pspnet", "-e", "resnet18", "-i", "random"]
+
+
+def redis_client() -> redis.Redis:
+    return redis.Redis(REDIS_HOST, REDIS_PORT, db=REDIS_DB, socket_connect_timeout=2)
+
+
+def redis_up() -> bool:
+    try:
+        return bool(redis_client().ping())
+    except redis.RedisError:
+        return False
+
+
+def ensure_redis() -> None:
+    """Start the local redis-server again if a test stopped it."""
+    if redis_up():
+        return
+    subprocess.run(REDIS_SERVER, check=False, capture_output=True)
+    for _ in range(100):
+        if redis_up():
+            return
+        time.sleep(0.1)
+    raise RuntimeError("redis-server did not come back on 127.0.0.1:6379")
+
+
+def stop_redis() -> None:
+    """Stop Redis without saving: every message is lost."""
+    subprocess.run(["redis-cli", "-p", str(REDIS_PORT), "shutdown", "nosave"], check=False)
+    for _ in range(50):
+        if not redis_up():
+            return
+        time.sleep(0.1)
+
+
+def restart_redis() -> None:
+    """Stop Redis without saving (every message is lost) and start it again."""
+    try:
+        stop_redis()
+    finally:
+        ensure_redis()
+
+
+def postgres_up() -> bool:
+    try:
+        psycopg.connect(PG_SERVER, connect_timeout=3).close()
+        return True
+    except psycopg.Error:
+        return False
+
+
+def _admin(sql: str) -> None:
+    with psycopg.connect(PG_SERVER, autocommit=True) as connection:
+        connection.execute(sql)
+
+
+@dataclass
+class Worker:
+    process: subprocess.Popen
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def children(self) -> list[int]:
+        path = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        try:
+            return [int(p) for p in path.read_text().split()]
+        except OSError:
+            return []
+
+    def kill_all(self) -> None:
+        """SIGKILL the worker and its pool processes: the machine died."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def terminate(self, timeout: float = 60) -> int:
+        """SIGTERM the worker's main process (docker stop) and wait for it to exit."""
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
+
+
+@dataclass
+class Stack:
+    """One deployment under test: database + broker URLs, environment, workers."""
+
+    db_url: str
+    broker_url: str
+    home: Path
+    env: dict[str, str]
+    workers: list[Worker] = field(default_factory=list)
+
+    def cli(self, *args: str, check: bool = True):
+        """Run `segbench ARGS --db ... [--broker ...]` in this process."""
+        from worker.cli import load_commands
+
+        argv = [*args, "--db", self.db_url]
+        if args[0] in ("submit", "retry"):
+            argv += ["--broker", self.broker_url]
+        result = CliRunner().invoke(load_commands(), argv, env=self.env, catch_exceptions=False)
+        if check:
+            assert result.exit_code == 0, result.output
+        return result
+
+    def submit(self, *args: str, data: Path, epochs: int = 2, sweep: str = "test") -> list[int]:
+        result = self.cli(
+            "submit", *args, "--epochs", str(epochs), "--image-size", "64",
+            "--data", str(data), "--sweep", sweep, "--format", "json",
+        )  # fmt: skip
+        return json.loads(result.stdout)["runs"]
+
+    def start_worker(self, concurrency: int = 1, env: dict[str, str] | None = None) -> Worker:
+        log_path = self.home / f"worker-{len(self.workers)}.log"
+        process = subprocess.Popen(
+            [
+                sys.executable, "-m", "worker.cli", "worker", "--db", self.db_url,
+                "--broker", self.broker_url, "--concurrency", str(concurrency), "--gpu", "none",
+            ],
+            env={**self.env, **(env or {})},
+            cwd=self.home,
+            stdout=log_path.open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        worker = Worker(process, log_path)
+        self.workers.append(worker)
+        return worker
+
+    def runs(self) -> dict[int, dict]:
+        from db.models import Run
+        from db.session import session_scope
+
+        with session_scope(self.db_url) as session:
+            rows = session.execute(select(Run)).scalars().all()
+            return {
+                r.id: {
+                    "status": r.status,
+                    "attempts": r.attempts,
+                    "epoch": r.epoch,
+                    "epochs": r.epochs,
+                    "error": r.error,
+                    "resumed_from": (r.config or {}).get("resumed_from"),
+                    "worker": r.worker,
+                }
+                for r in rows
+            }
+
+    def epochs(self, run_id: int) -> list[int]:
+        from db.models import Epoch
+        from db.session import session_scope
+
+        with session_scope(self.db_url) as session:
+            return list(
+                session.scalars(
+                    select(Epoch.epoch).where(Epoch.run_id == run_id).order_by(Epoch.epoch)
+                )
+            )
+
+    def wait(self, predicate: Callable[[dict[int, dict]], bool], timeout: float, what: str):
+        deadline = time.monotonic() + timeout
+        runs = {}
+        while time.monotonic() < deadline:
+            runs = self.runs()
+            if predicate(runs):
+                return runs
+            time.sleep(0.5)
+        logs = "\n".join(f"--- {w.log_path.name}\n{w.log()[-4000:]}" for w in self.workers)
+        raise AssertionError(f"timed out waiting for {what}; runs: {runs}\n{logs}")
+
+    def wait_finished(self, timeout: float = 180) -> dict[int, dict]:
+        return self.wait(
+            lambda runs: (
+                runs and all(r["status"] not in ("queued", "running") for r in runs.values())
+            ),
+            timeout,
+            "every run to finish",
+        )
+
+    def stop_workers(self) -> None:
+        for w in self.workers:
+            if w.process.poll() is None:
+                w.kill_all()
+
+
+def _stack(db_url: str, broker_url: str, home: Path, **extra: str) -> Iterator[Stack]:
+    env = {
+        **os.environ,
+        **FAST,
+        "SEGBENCH_DATABASE_URL": db_url,
+        "SEGBENCH_BROKER_URL": broker_url,
+        "SEGBENCH_ARTIFACTS_DIR": str(home / "artifacts"),
+        **extra,
+    }
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    stack = Stack(db_url, broker_url, home, env)
+    from db import migrate
+
+    migrate.upgrade(db_url)
+    try:
+        yield stack
+    finally:
+        stack.stop_workers()
+        from db.session import dispose_engine
+
+        dispose_engine(db_url)
