@@ -1,0 +1,131 @@
+"""Every benchmark in bench/ runs with --quick and prints its table and last line.
+
+The selected scripts start together (each on one torch thread), so the module
+takes about as long as the slowest one rather than their sum; their numbers are
+not measurements, only their format is checked here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+NUMBER = r"[0-9]+(?:\.[0-9]+)?"
+
+
+def _postgres() -> bool:
+    try:
+        import psycopg
+
+        server = os.environ.get("SEGBENCH_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+        psycopg.connect(server, connect_timeout=3).close()
+        return True
+    except Exception:
+        return False
+
+
+SCRIPTS = {
+    "harness_overhead": ["--quick"],
+    "augmentation": ["--quick"],
+    "stacked_training": ["--quick"],
+    "project_full_benchmark": ["--quick"],
+    "queue_costs": ["--quick"],
+}
+SLOW = {"harness_overhead", "stacked_training", "project_full_benchmark"}
+
+
+@pytest.fixture(scope="module")
+def outputs(request):
+    """Start every selected script at once; script name -> (returncode, stdout, stderr)."""
+    selected = {
+        item.callspec.params["script"]
+        for item in request.session.items
+        if item.module is sys.modules[__name__] and hasattr(item, "callspec")
+    }
+    procs = {}
+    for name in sorted(selected):
+        args = SCRIPTS[name] + (["--postgres"] if name == "queue_costs" and _postgres() else [])
+        procs[name] = subprocess.Popen(
+            [sys.executable, str(ROOT / "bench" / f"{name}.py"), *args],
+            cwd=ROOT,
+            env=ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    done = {}
+    try:
+        for name, proc in procs.items():
+            out, err = proc.communicate(timeout=600)
+            done[name] = (proc.returncode, out, err)
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+    return done
+
+
+def _table(lines: list[str]) -> None:
+    """A header, a rule of dashes under it, then rows."""
+    rules = [i for i, line in enumerate(lines) if line and set(line) == {"-"}]
+    assert rules, lines
+    assert all(0 < i < len(lines) - 1 for i in rules)
+
+
+def check_harness_overhead(lines: list[str]) -> None:
+    assert re.fullmatch(rf"ratio: {NUMBER}", lines[-1]), lines[-1]
+    assert float(lines[-1].split()[1]) > 0.5
+    assert lines[0].startswith("model unet-resnet18, 64x64 px, 16 train + 4 validation")
+    assert any(line.startswith("harness per epoch: checkpoint") for line in lines)
+    _table(lines)
+
+
+def check_augmentation(lines: list[str]) -> None:
+    assert re.fullmatch(rf"ratio: {NUMBER}", lines[-1]), lines[-1]
+    assert "512x512 px" in lines[0]
+    assert sum("images/s" in line for line in lines) == 1
+    assert any(line.startswith("authors' PIL, per sample") for line in lines)
+    _table(lines)
+
+
+def check_stacked_training(lines: list[str]) -> None:
+    assert re.fullmatch(rf"ratio: {NUMBER}", lines[-1]), lines[-1]
+    assert any(line.startswith("lockstep (fit_many)") for line in lines)
+    assert any(line.startswith("  vmap over stacked weights") for line in lines)
+    assert lines[-2].endswith(": True"), lines[-2]  # lockstep runs equal runs alone
+    _table(lines)
+
+
+def check_project_full_benchmark(lines: list[str]) -> None:
+    assert re.fullmatch(rf"projected hours: {NUMBER}", lines[-1]), lines[-1]
+    assert float(lines[-1].split()[-1]) > 0
+    for role in ("smallest", "median", "largest"):
+        assert any(line.startswith(role) for line in lines), role
+    assert sum("one H100 at" in line for line in lines) == 3
+    assert any("goal needs" in line for line in lines)
+    _table(lines)
+
+
+def check_queue_costs(lines: list[str]) -> None:
+    assert re.fullmatch(rf"seconds per run: {NUMBER}", lines[-1]), lines[-1]
+    assert any(line.startswith("epoch row + heartbeat + cancel check") for line in lines)
+    assert any(line.startswith("sqlite: operation") for line in lines)
+    _table(lines)
+
+
+@pytest.mark.parametrize(
+    "script",
+    [pytest.param(name, marks=[pytest.mark.slow] if name in SLOW else []) for name in SCRIPTS],
+)
+def test_quick_run_prints_its_table_and_last_line(outputs, script):
+    code, out, err = outputs[script]
+    assert code == 0, err[-3000:]
+    lines = out.rstrip("\n").splitlines()
+    globals()[f"check_{script}"](lines)
