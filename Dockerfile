@@ -4,10 +4,12 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    # SIGTERM (docker stop) starts Celery's soft shutdown: runs finish their epoch
-    # and go back to the queue instead of being lost or waited for.
-    REMAP_SIGTERM=SIGQUIT
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+# SIGTERM (docker stop) starts Celery's soft shutdown: runs finish their epoch and
+# go back to the queue instead of being lost or waited for.
+ENV REMAP_SIGTERM=SIGQUIT
+# nvidia-smi (utility) lets each worker pick a free GPU without touching CUDA.
+ENV NVIDIA_DRIVER_CAPABILITIES=compute,utility
 
 RUN apt-get update \
     && apt-get install -y --no-install-recommends git \
@@ -23,8 +25,8 @@ RUN pip install .
 
 # Named volumes start with the ownership of these folders.
 RUN useradd --create-home --uid 1000 segbench \
-    && mkdir -p /data /artifacts /gpu-locks \
-    && chown segbench:segbench /data /artifacts /gpu-locks
+    && mkdir -p /data /artifacts /gpu-locks /home/segbench/.cache/huggingface \
+    && chown -R segbench:segbench /data /artifacts /gpu-locks /home/segbench/.cache
 USER segbench
 ENV SEGBENCH_DATA_DIR=/data \
     SEGBENCH_ARTIFACTS_DIR=/artifacts \

@@ -122,6 +122,7 @@ def submit(
     batch_size: Annotated[int, typer.Option(help="Batch size (paper: 2).")] = 2,
     loss: Annotated[str, typer.Option(help="soft-dice (paper) or authors-dice.")] = "soft-dice",
     metric_mode: Annotated[str, typer.Option(help="standard or authors-2020.")] = "standard",
+    augment_mode: Annotated[str, typer.Option(help="paper or authors-code.")] = "paper",
     seed: Annotated[int, typer.Option()] = 0,
     data: Annotated[
         Path | None, typer.Option("--data", help="Dataset folder (default: SEGBENCH_DATA_DIR).")
@@ -145,6 +146,7 @@ def submit(
             batch_size=batch_size,
             loss=loss,
             metric_mode=metric_mode,
+            augment_mode=augment_mode,
             seed=seed,
         )
         db_url = _url(db)
@@ -175,10 +177,10 @@ def worker_command(
     broker: BrokerOpt = None,
 ) -> None:
     """A Celery worker: trains queued runs, one pool process per concurrent run."""
-    # Must precede billiard's import: SIGTERM then means "soft shutdown, requeue".
-    os.environ.setdefault("REMAP_SIGTERM", "SIGQUIT")
     if concurrency < 1:
         fail(f"--concurrency must be at least 1, got {concurrency}.")
+    # Must precede billiard's import: SIGTERM then means "soft shutdown, requeue".
+    os.environ.setdefault("REMAP_SIGTERM", "SIGQUIT")
     from db.session import dispose_engine, ensure_schema
     from worker import tasks
     from worker.runner import pin_gpu
@@ -385,6 +387,7 @@ def up(
             crashed = next((n for n, p in children.items() if p.poll() is not None), None)
             time.sleep(0.3)
     finally:
+        typer.echo("stopping: running runs finish their epoch and go back to the queue", err=True)
         _stop_children(children, grace=tasks.queue_settings().soft_shutdown_timeout + 15)
         for s, handler in previous.items():
             signal.signal(s, handler)

@@ -220,8 +220,8 @@ _held_locks: list = []
 
 
 def _gpu_indices() -> list[str]:
-    # nvidia-smi, not torch: the worker's parent must not initialise CUDA before
-    # its pool forks.
+    # nvidia-smi (or the device files), not torch: the worker's parent must not
+    # initialise CUDA before its pool forks.
     try:
         out = subprocess.run(
             ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
@@ -230,9 +230,10 @@ def _gpu_indices() -> list[str]:
             timeout=20,
             check=True,
         ).stdout
+        return [line.strip() for line in out.splitlines() if line.strip().isdigit()]
     except (OSError, subprocess.SubprocessError):
-        return []
-    return [line.strip() for line in out.splitlines() if line.strip().isdigit()]
+        devices = [p for p in Path("/dev").glob("nvidia[0-9]*") if p.name[6:].isdigit()]
+        return [str(i) for i in range(len(devices))]
 
 
 def resolve_device(setting: str) -> str:
@@ -242,7 +243,14 @@ def resolve_device(setting: str) -> str:
         return "cpu"
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if torch.cuda.is_available():
+        return "cuda"
+    if os.environ.get("CUDA_VISIBLE_DEVICES"):
+        log.warning(
+            "CUDA_VISIBLE_DEVICES=%s but CUDA is not available: training on CPU",
+            os.environ["CUDA_VISIBLE_DEVICES"],
+        )
+    return "cpu"
 
 
 def failure_reason(error: BaseException) -> str:

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import sys
 from collections.abc import Iterable
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -143,8 +144,19 @@ app.conf.update(
 )
 
 # Shared with the pool's processes (created before they fork): set when the worker
-# shuts down, so runs stop at the end of their epoch and are requeued.
-STOPPING = multiprocessing.Event()
+# shuts down, so runs stop at the end of their epoch and are requeued. A lock-free
+# byte: it is set from a signal handler, and a pool process may die at any moment.
+_stopping = multiprocessing.RawValue("b", 0)
+
+
+def stopping() -> bool:
+    return bool(_stopping.value)
+
+
+def stop_runs() -> None:
+    _stopping.value = 1
+
+
 _configured: dict[str, str] = {}
 
 
@@ -239,7 +251,7 @@ def run(self, run_id: int) -> str:
         int(run_id),
         worker=f"{self.request.hostname}/{os.getpid()}",
         database_url=database_url(),
-        should_stop=STOPPING.is_set,
+        should_stop=stopping,
     )
     if outcome == runner.RELEASED:
         publish([run_id])
@@ -256,7 +268,7 @@ def _soft_stop_worker_cls():
         def wait_for_soft_shutdown(self):
             from worker.reaper import wait_until_released
 
-            STOPPING.set()
+            begin_shutdown(self.consumer)
             timeout = self.app.conf.worker_soft_shutdown_timeout
             if timeout > 0:
                 wait_until_released(database_url(), node=self.hostname, timeout=timeout)
@@ -273,12 +285,42 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'worker.tasks' has no attribute '{name}'")
 
 
+def begin_shutdown(consumer) -> None:
+    """Stop taking messages (a run handed back must go to another worker) and ask the
+    running runs to stop after their epoch."""
+    stop_runs()
+    task_consumer = getattr(consumer, "task_consumer", None)
+    if task_consumer is not None:
+        with contextlib.suppress(Exception):
+            task_consumer.cancel()
+
+
+@signals.worker_shutting_down.connect
+def _warm_shutdown_stops_runs_too(sender=None, **_kwargs) -> None:
+    # Ctrl-C (warm shutdown) would wait for every run to end, hours on a GPU: the
+    # runs rather stop after their epoch and go back to the queue.
+    begin_shutdown(_consumer)
+
+
+@signals.worker_process_init.connect
+def _forget_inherited_connections(**_kwargs) -> None:
+    # The SQLAlchemy broker transport caches its engine per process; a pool process
+    # must not share the parent's SQLite connections.
+    transport = sys.modules.get("kombu.transport.sqlalchemy")
+    if transport is not None:
+        for engine, _ in list(transport.Channel._engines.values()):
+            engine.dispose(close=False)
+        transport.Channel._engines.clear()
+
+
 _reaper = None
+_consumer = None
 
 
 @signals.worker_ready.connect
 def _start_reaper(sender=None, **_kwargs) -> None:
-    global _reaper
+    global _reaper, _consumer
+    _consumer = sender
     from worker.reaper import Reaper
 
     _reaper = Reaper(database_url(), interval=queue_settings().reaper_interval)

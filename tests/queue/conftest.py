@@ -17,10 +17,11 @@ from queue_stack import (
     REDIS_PORT,
     Stack,
     _admin,
-    _stack,
     ensure_redis,
     postgres_up,
     redis_client,
+    running_stack,
+    stack_env,
 )
 
 
@@ -56,7 +57,10 @@ def _redis_is_restarted_whatever_happens() -> Iterator[None]:
 @pytest.fixture
 def pg_redis(pg_url, redis_url, tmp_path) -> Iterator[Stack]:
     """PostgreSQL + Redis: the scale-out deployment."""
-    yield from _stack(pg_url, redis_url, tmp_path)
+    with running_stack(
+        Stack(pg_url, redis_url, tmp_path, stack_env(pg_url, redis_url, tmp_path))
+    ) as s:
+        yield s
 
 
 @pytest.fixture
@@ -65,7 +69,11 @@ def embedded(tmp_path) -> Iterator[Stack]:
     from worker.tasks import embedded_broker_url
 
     db_url = f"sqlite:///{tmp_path / 'segbench.db'}"
-    yield from _stack(db_url, embedded_broker_url(db_url), tmp_path)
+    broker_url = embedded_broker_url(db_url)
+    with running_stack(
+        Stack(db_url, broker_url, tmp_path, stack_env(db_url, broker_url, tmp_path))
+    ) as s:
+        yield s
 
 
 @pytest.fixture

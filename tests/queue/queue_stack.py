@@ -119,9 +119,10 @@ class Worker:
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=30)
 
-    def terminate(self, timeout: float = 60) -> int:
-        """SIGTERM the worker's main process (docker stop) and wait for it to exit."""
-        self.process.send_signal(signal.SIGTERM)
+    def terminate(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        """Signal the worker's main process (SIGTERM: docker stop, SIGINT: Ctrl-C) and
+        wait for it to exit."""
+        self.process.send_signal(sig)
         return self.process.wait(timeout=timeout)
 
 
@@ -154,10 +155,15 @@ class Stack:
         )  # fmt: skip
         return json.loads(result.stdout)["runs"]
 
-    def start_worker(self, concurrency: int = 1, env: dict[str, str] | None = None) -> Worker:
+    def start_worker(
+        self,
+        concurrency: int = 1,
+        env: dict[str, str] | None = None,
+        command: list[str] | None = None,
+    ) -> Worker:
         log_path = self.home / f"worker-{len(self.workers)}.log"
         process = subprocess.Popen(
-            [
+            command or [
                 sys.executable, "-m", "worker.cli", "worker", "--db", self.db_url,
                 "--broker", self.broker_url, "--concurrency", str(concurrency), "--gpu", "none",
             ],
@@ -227,24 +233,28 @@ class Stack:
                 w.kill_all()
 
 
-def _stack(db_url: str, broker_url: str, home: Path, **extra: str) -> Iterator[Stack]:
+def stack_env(db_url: str, broker_url: str, home: Path) -> dict[str, str]:
     env = {
         **os.environ,
         **FAST,
         "SEGBENCH_DATABASE_URL": db_url,
         "SEGBENCH_BROKER_URL": broker_url,
         "SEGBENCH_ARTIFACTS_DIR": str(home / "artifacts"),
-        **extra,
     }
     env.pop("CUDA_VISIBLE_DEVICES", None)
-    stack = Stack(db_url, broker_url, home, env)
-    from db import migrate
+    return env
 
-    migrate.upgrade(db_url)
+
+@contextlib.contextmanager
+def running_stack(stack: Stack, migrate: bool = True) -> Iterator[Stack]:
+    """Upgrade the stack's database, and stop its workers and engine at the end."""
+    from db import migrate as alembic
+    from db.session import dispose_engine
+
+    if migrate:
+        alembic.upgrade(stack.db_url)
     try:
         yield stack
     finally:
         stack.stop_workers()
-        from db.session import dispose_engine
-
-        dispose_engine(db_url)
+        dispose_engine(stack.db_url)

@@ -97,3 +97,24 @@ def test_retry_requeues_failed_runs_keeping_nothing_of_the_failure(embedded, syn
     run = embedded.runs()[ids[0]]
     assert run["status"] == "queued" and run["attempts"] == 0 and run["error"] is None
     assert depth(embedded) == before + 1
+
+
+def test_worker_without_a_broker_for_a_server_database_says_what_to_set(embedded):
+    from typer.testing import CliRunner
+
+    from worker.cli import load_commands
+
+    env = {**embedded.env, "SEGBENCH_BROKER_URL": "", "REMAP_SIGTERM": "SIGQUIT"}
+    result = CliRunner().invoke(
+        load_commands(),
+        ["worker", "--db", "postgresql://nobody@127.0.0.1:1/none", "--gpu", "none"],
+        env=env,
+    )
+    assert result.exit_code == 1
+    assert "set SEGBENCH_BROKER_URL or --broker" in result.output
+
+
+def test_worker_refuses_a_concurrency_below_one(embedded):
+    result = embedded.cli("worker", "--concurrency", "0", check=False)
+    assert result.exit_code == 1
+    assert "--concurrency must be at least 1, got 0" in result.output

@@ -51,14 +51,17 @@ def test_sigkilled_worker_run_resumes_from_its_checkpoint(pg_redis, synthetic_da
 def test_killed_pool_process_is_requeued_not_lost(embedded, synthetic_data):
     s = embedded
     (run_id,) = s.submit(*TINY, data=synthetic_data, epochs=10)
-    worker = s.start_worker()
+    # A long lease: only the redelivered message can bring the run back in time.
+    worker = s.start_worker(env={"SEGBENCH_LEASE_SECONDS": "600"})
     s.wait(lambda runs: runs[run_id]["epoch"] >= 2, 180, "epoch 2")
     (child,) = worker.children()
     os.kill(child, signal.SIGKILL)  # as the OOM killer would
-    s.wait_finished(180)
+    s.wait_finished(120)
     run = assert_succeeded_once(s, run_id, epochs=10, attempts=2)
     assert run["resumed_from"] >= 1
     assert worker.process.poll() is None  # the worker itself carries on
+    assert "WorkerLostError" in worker.log()
+    assert "leases expired" not in worker.log()
 
 
 def test_the_same_message_delivered_twice_trains_once(pg_redis, synthetic_data):
@@ -133,15 +136,19 @@ def test_a_run_longer_than_the_visibility_timeout_runs_once(pg_redis, synthetic_
     s.wait(lambda _: NOT_CLAIMED in first.log() + second.log(), 30, "the redelivery to be dropped")
 
 
-def test_sigterm_hands_the_run_back_and_another_worker_resumes_it(embedded, synthetic_data):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["docker-stop", "ctrl-c"])
+def test_shutdown_hands_the_run_back_and_another_worker_resumes_it(embedded, synthetic_data, sig):
     s = embedded
     (run_id,) = s.submit(*TINY, data=synthetic_data, epochs=10)
     first = s.start_worker()
     s.wait(lambda runs: runs[run_id]["epoch"] >= 2, 180, "epoch 2")
-    first.terminate(timeout=60)  # docker stop
+    first.terminate(sig, timeout=60)
     run = s.runs()[run_id]
     assert (run["status"], run["attempts"]) == ("queued", 0)
+    assert run["epoch"] < 10
     assert "handed back to the queue" in first.log()
+    if sig == signal.SIGINT:
+        return
     s.start_worker()
     s.wait_finished(180)
     run = assert_succeeded_once(s, run_id, epochs=10, attempts=1)
