@@ -88,11 +88,32 @@ class Reaper(threading.Thread):
             with Session(self._engine) as session:
                 orphans = set(queued_run_ids(session)) - set(requeued)
         republished = sorted(orphans & self._orphans)
+        compact_embedded_broker()
         self._orphans = orphans - set(republished)
         if republished:
             log.warning("reaper: queue empty, republishing queued runs %s", republished)
             publish(republished)
         return {"requeued": requeued, "failed": failed, "republished": republished}
+
+
+def compact_embedded_broker() -> int:
+    """kombu's SQLAlchemy transport only hides the messages it delivered: delete them.
+    (A message a worker holds unacknowledged lives in that worker's memory, which is
+    what kombu puts back, so deleting its row loses nothing.)"""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
+    from worker.tasks import app
+
+    url = str(app.conf.broker_url or "")
+    if not url.startswith("sqla+"):
+        return 0
+    engine = create_engine(url.removeprefix("sqla+"), poolclass=NullPool)
+    try:
+        with engine.begin() as connection:
+            return connection.execute(text("DELETE FROM kombu_message WHERE visible = 0")).rowcount
+    finally:
+        engine.dispose()
 
 
 def wait_until_released(database_url: str, *, node: str, timeout: float) -> None:

@@ -24,6 +24,7 @@ from functools import cached_property, lru_cache
 from pathlib import Path
 
 from celery import Celery, signals
+from celery.exceptions import Reject
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from pydantic_settings import SettingsConfigDict
@@ -218,11 +219,7 @@ def publish(
     if not ids:
         return 0
     if database_url or broker_url:
-        wanted = (database_url or _configured.get("database_url"), broker_url)
-        if wanted[0] != _configured.get("database_url") or (
-            broker_url and broker_url != _configured.get("broker_url")
-        ):
-            configure(*wanted)
+        configure(database_url or _configured.get("database_url"), broker_url)
     with app.connection_for_write() as connection:
         # Declare queue and binding first: a broker that no worker has used yet
         # would otherwise drop the messages.
@@ -246,6 +243,9 @@ def queue_depth() -> int:
 def run(self, run_id: int) -> str:
     """Claim run `run_id`, train it and record how it ended (see worker.runner)."""
     from worker import runner
+
+    if stopping():  # taken while this worker shuts down: leave it to another one
+        raise Reject("worker shutting down", requeue=True)
 
     outcome = runner.execute(
         int(run_id),

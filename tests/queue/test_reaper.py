@@ -77,3 +77,21 @@ def test_queued_runs_without_a_message_are_republished_on_the_second_empty_tick(
     assert reaper.tick()["republished"] == ids
     assert tasks.queue_depth() == 2
     assert reaper.tick()["republished"] == []
+
+
+def test_delivered_messages_are_deleted_from_the_embedded_broker(embedded, synthetic_data):
+    from sqlalchemy import create_engine, text
+
+    from worker.reaper import compact_embedded_broker
+
+    tasks.configure(embedded.db_url, embedded.broker_url)
+    embedded.submit(*TINY, data=synthetic_data)
+    engine = create_engine(embedded.broker_url.removeprefix("sqla+"))
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE kombu_message SET visible = 0"))  # delivered
+    embedded.submit(*TINY, data=synthetic_data)  # sent again: one visible message
+    assert compact_embedded_broker() == 1
+    with engine.begin() as connection:
+        assert connection.execute(text("SELECT count(*) FROM kombu_message")).scalar() == 1
+    engine.dispose()
+    assert tasks.queue_depth() == 1

@@ -127,12 +127,12 @@ def test_broker_down_when_a_run_ends_does_not_stall_the_worker(pg_redis, synthet
 def test_a_run_longer_than_the_visibility_timeout_runs_once(pg_redis, synthetic_data):
     s = pg_redis
     short = {"SEGBENCH_VISIBILITY_TIMEOUT": "2"}
-    (run_id,) = s.submit(*TINY, data=synthetic_data, epochs=10)
+    (run_id,) = s.submit(*TINY, data=synthetic_data, epochs=20)
     first = s.start_worker(env=short)
     s.wait(lambda runs: runs[run_id]["epoch"] >= 1, 180, "epoch 1")
     second = s.start_worker(env=short)  # Redis hands it the message again
     s.wait_finished(180)
-    assert_succeeded_once(s, run_id, epochs=10, attempts=1)
+    assert_succeeded_once(s, run_id, epochs=20, attempts=1)
     s.wait(lambda _: NOT_CLAIMED in first.log() + second.log(), 30, "the redelivery to be dropped")
 
 
