@@ -24,6 +24,17 @@ class Settings(BaseSettings):
     lease_seconds: int = 600
     max_attempts: int = 3
     dashboard_password: SecretStr | None = None
+    # Queue timings (worker/tasks.py). Redis hands an unacknowledged message to
+    # another worker after visibility_timeout seconds: keep it longer than the
+    # longest run (the claim in the database protects anyway).
+    visibility_timeout: int = 2 * 24 * 3600
+    # How often each worker's reaper requeues runs whose lease expired.
+    reaper_interval: float = 30.0
+    # On SIGTERM a worker lets running runs finish their epoch for this long, then
+    # requeues them; compose's stop_grace_period must be longer.
+    soft_shutdown_timeout: float = 60.0
+    device: str = "auto"  # auto: cuda when visible, else cpu
+    gpu_lock_dir: str = "/tmp/segbench-gpus"
 
 
 @lru_cache(maxsize=1)

@@ -27,7 +27,6 @@ from celery import Celery, signals
 from celery.exceptions import Reject
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
-from pydantic_settings import SettingsConfigDict
 from redis import exceptions as redis_errors
 
 from db.settings import Settings
@@ -38,21 +37,8 @@ QUEUE = "segbench"
 TASK = "segbench.run"
 
 
-class QueueSettings(Settings):
-    """The settings object plus the queue's timings (same ``SEGBENCH_`` variables)."""
-
-    model_config = SettingsConfigDict(env_prefix="SEGBENCH_", extra="ignore")
-
-    # Redis hands an unacknowledged message to another worker after this many
-    # seconds: keep it longer than the longest run (the claim protects anyway).
-    visibility_timeout: int = 2 * 24 * 3600
-    # How often each worker's reaper requeues runs whose lease expired.
-    reaper_interval: float = 30.0
-    # On SIGTERM a worker lets running runs finish their epoch for this long, then
-    # requeues them; compose's stop_grace_period must be longer.
-    soft_shutdown_timeout: float = 60.0
-    device: str = "auto"  # auto: cuda when visible, else cpu
-    gpu_lock_dir: str = "/tmp/segbench-gpus"
+# The queue reads the one settings object; kept as a name for its callers.
+QueueSettings = Settings
 
 
 @lru_cache(maxsize=1)
