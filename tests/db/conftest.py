@@ -3,26 +3,19 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from functools import cache
 
 import psycopg
 import pytest
+from db_helpers import BACKENDS, PG_SERVER  # noqa: F401
 from pytest_alembic.plugin.fixtures import alembic_runner  # noqa: F401  (also without the plugin)
 from sqlalchemy import text
 
 from db import migrate
 from db.models import Base
 from db.session import dispose_engine, make_engine, session_scope
-from worker.grid import expand
-from worker.protocol import EpochRecord, Protocol, RunOutcome, SliceCounts, TestResult
-
-PG_SERVER = os.environ.get("SEGBENCH_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
-BACKENDS = ["sqlite", "postgresql"]
-DATASET = {"name": "synthetic-test", "kind": "synthetic", "synthetic": True, "manifest_hash": "m1"}
-PROTOCOL = Protocol(epochs=4, image_size=64)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -95,55 +88,3 @@ def db_url(migrated_url) -> str:
 def session(db_url):
     with session_scope(db_url) as session:
         yield session
-
-
-def submit_runs(url: str, n: int | None = None, sweep: str = "test-sweep", **filters) -> list[int]:
-    from db.jobs import submit
-
-    specs = expand(**filters)[:n]
-    with session_scope(url) as session:
-        return submit(
-            session, specs=specs, protocol=PROTOCOL, sweep=sweep, data_dir="data", dataset=DATASET
-        )
-
-
-def epoch_record(epoch: int, val_loss: float = 0.5, is_best: bool = True) -> EpochRecord:
-    return EpochRecord(
-        epoch=epoch,
-        train_loss=val_loss + 0.1,
-        val_loss=val_loss,
-        train_seconds=2.0,
-        val_seconds=0.5,
-        is_best=is_best,
-    )
-
-
-def make_outcome(n_slices: int = 12, dice: float | None = 90.0) -> RunOutcome:
-    slices = [
-        SliceCounts(i, i // 4, i % 4, tp=10 + i, fp=i, fn=2, tn=1000) for i in range(n_slices)
-    ]
-    test = TestResult(
-        slices=slices,
-        sensitivity=91.0,
-        specificity=99.0,
-        dice=dice,
-        dice_std=2.0,
-        pooled_dice=89.0,
-        metric_mode="standard",
-        seconds=3.0,
-    )
-    return RunOutcome(
-        test=test,
-        best_epoch=3,
-        best_val_loss=0.2,
-        parameters_m=14.3,
-        train_seconds_per_epoch=2.0,
-        val_seconds_per_epoch=0.5,
-        checkpoint_dir="artifacts/run-1/checkpoint_best",
-        checkpoint_sha256="ab" * 32,
-        gallery={5: b"\x0f" * 8, 7: b"\xf0" * 8},
-        gallery_shape=(8, 8),
-        first_layer_before=b"\x00" * 16,
-        first_layer_after=b"\x01" * 16,
-        first_layer_shape=(1, 1, 2, 2),
-    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 
-from conftest import submit_runs
+from db_helpers import submit_runs
 from sqlalchemy import select, update
 from tests_db_claimer import claim_all
 

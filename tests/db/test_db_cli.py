@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import submit_runs
+from db_helpers import submit_runs
 
 from db import migrate
 from db.queries import STATUS_KEYS

@@ -6,7 +6,7 @@ import time
 from datetime import timedelta
 
 import pytest
-from conftest import DATASET, PROTOCOL, epoch_record, make_outcome, submit_runs
+from db_helpers import DATASET, PROTOCOL, epoch_record, make_outcome, submit_runs
 from sqlalchemy import func, select, update
 
 from db import jobs

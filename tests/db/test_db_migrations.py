@@ -4,7 +4,7 @@ on both back ends, and leave data alone when there is nothing to do."""
 from __future__ import annotations
 
 import pytest
-from conftest import submit_runs
+from db_helpers import submit_runs
 from pytest_alembic.tests import (  # noqa: F401  (collected as tests here)
     test_model_definitions_match_ddl,
     test_single_head_revision,

@@ -7,7 +7,7 @@ from collections import defaultdict
 
 import numpy as np
 import pytest
-from conftest import PROTOCOL, epoch_record, make_outcome, submit_runs
+from db_helpers import PROTOCOL, epoch_record, make_outcome, submit_runs
 
 from db import jobs, queries
 from db.errors import UnknownRun, UnknownSweep
