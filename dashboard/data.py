@@ -213,20 +213,11 @@ class QueueError(RuntimeError):
     """The broker is not configured, does not answer, or did not take the run ids."""
 
 
-def _queue():
-    """The queue's modules (worker.cli_queue, worker.tasks), or None without a queue."""
-    try:
-        from worker import cli_queue, tasks
-    except ModuleNotFoundError as error:
-        if error.name not in ("worker.cli_queue", "worker.tasks"):
-            raise
-        return None
-    return cli_queue, tasks
-
-
-def _connect_broker(tasks, url: str) -> None:
+def _connect_broker(url: str) -> None:
     """What `segbench submit` does before it touches the database: choose the broker
     for this database (the embedded one beside a SQLite file) and check it answers."""
+    from worker import tasks
+
     try:
         tasks.configure(url)
         tasks.check_broker()
@@ -240,39 +231,18 @@ def enqueue(
     """Put runs in the queue through the function `segbench submit` uses (rows in the
     database, then the ids of the queued ones to the broker). Returns the ids of the
     selected runs, new or already there."""
-    import click
+    from worker import cli_queue, tasks
 
-    queue = _queue()
-    if queue is None:  # no queue installed: the runs wait as queued rows
-        log.warning("no job queue installed; %d runs wait as queued rows", len(specs))
-        with session_scope(url) as session:
-            ids = jobs.submit(
-                session,
-                specs=list(specs),
-                protocol=protocol,
-                sweep=sweep,
-                data_dir=str(Path(data_dir).resolve()),
-                dataset=dataset_info(data_dir),
-            )
-        clear_cache()
-        return ids
-    cli_queue, tasks = queue
-    _connect_broker(tasks, url)
+    _connect_broker(url)
     try:
         result = cli_queue.submit_runs(
             list(specs), protocol, data=Path(data_dir), sweep=sweep, db_url=url
         )
-    except click.exceptions.Exit:
-        raise QueueError(UNSENT) from None
+    except tasks.BrokerError as error:
+        raise QueueError(str(error)) from None
     finally:
         clear_cache()
     return list(result["runs"])
-
-
-UNSENT = (
-    "The runs are queued in the database, but sending their ids to the broker failed; "
-    "a worker's reaper will send them once the broker answers."
-)
 
 
 def cancel(
@@ -287,16 +257,19 @@ def cancel(
 
 def retry(url: str, *, run_ids: Sequence[int] | None = None, sweep: str | None = None) -> list[int]:
     """`segbench retry`: failed and cancelled runs queued again and sent to the broker."""
-    queue = _queue()
-    if queue is not None:
-        _connect_broker(queue[1], url)
+    from worker import tasks
+
+    _connect_broker(url)
     with session_scope(url) as session:
         ids = jobs.retry(session, run_ids=run_ids, sweep=sweep)
     clear_cache()
-    if queue is not None and ids:
+    if ids:
         try:
-            queue[1].publish(ids, database_url=url)
+            tasks.publish(ids, database_url=url)
         except Exception as error:
             log.warning("publishing %s failed: %s", ids, error)
-            raise QueueError(UNSENT) from None
+            raise QueueError(
+                "The runs are queued again in the database, but sending their ids to the "
+                "broker failed; a worker's reaper will send them once the broker answers."
+            ) from None
     return ids

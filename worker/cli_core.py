@@ -40,6 +40,9 @@ USER_ERRORS = {
     "worker.data": "DataError",
     "worker.models": "WeightsError",
     "db.errors": "DatabaseError",
+    "worker.tasks": "BrokerError",
+    "worker.runs": "RunFailed",
+    "worker.protocol": "Cancelled",
 }
 
 
@@ -242,11 +245,18 @@ def train(
             metric_mode=metric_mode,
             augment_mode=augment_mode,
         )
+        if run.init == "imagenet":  # refuse before any row is written
+            from worker.models import imagenet_weights_path
+
+            imagenet_weights_path(run.encoder)
         problems = data_mod.verify(data)
         if problems:
             fail(
                 problems[0] + (f" ({len(problems) - 1} more problems)" if len(problems) > 1 else "")
             )
+        # The run's failure reason is stored and printed as one sentence below;
+        # the runner's own log of it (with traceback) is for worker logs.
+        logging.getLogger("worker.runner").setLevel(logging.CRITICAL)
         result = train_in_process(
             run,
             protocol,

@@ -76,10 +76,10 @@ def _publish(ids: list[int]) -> None:
     try:
         tasks.publish(ids)
     except Exception as error:
-        fail(
+        raise tasks.BrokerError(
             f"The runs are queued in the database, but sending their ids to the broker "
             f"failed ({error}); a worker's reaper will send them once the broker answers."
-        )
+        ) from error
 
 
 def submit_runs(specs, protocol, *, data: Path, sweep: str | None, db_url: str) -> dict:
