@@ -263,3 +263,20 @@ def test_cli_train_bad_names_and_bad_data(synthetic_data, tmp_path):
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert not (tmp_path / "runs.db").exists()  # refused before anything was written
+
+
+def test_cli_train_imagenet_without_local_weights_is_refused_before_any_row(
+    synthetic_data, tmp_path
+):
+    out = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "train", "--data", str(synthetic_data),
+         "--experiment", "lung-segmentation", "--architecture", "unet", "--encoder", "resnet34",
+         "--init", "imagenet", "--epochs", "1", "--image-size", "64",
+         "--db", f"sqlite:///{tmp_path / 'runs.db'}"],
+        capture_output=True, text=True, timeout=300,
+        env={**ENV, "HF_HUB_CACHE": str(tmp_path / "empty-cache"), "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    assert out.returncode == 1
+    assert "segbench weights fetch --encoder resnet34" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+    assert not (tmp_path / "runs.db").exists()

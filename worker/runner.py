@@ -20,7 +20,7 @@ import os
 import subprocess
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -31,7 +31,7 @@ from db.errors import UnknownRun
 from db.models import Run, utcnow
 from db.recorder import DbRecorder
 from db.session import session_scope
-from worker.protocol import Cancelled, EpochRecord, RunOutcome
+from worker.protocol import Cancelled, EpochRecord, Recorder, RunOutcome
 
 log = logging.getLogger(__name__)
 
@@ -269,9 +269,16 @@ def execute(
     worker: str,
     database_url: str | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    artifacts_dir: Path | None = None,
+    device: str | None = None,
+    recorders: Sequence[Recorder] = (),
 ) -> str:
     """Run `run_id` to its end on this process; returns what happened (SUCCEEDED,
-    FAILED, CANCELLED, RELEASED, SKIPPED: not claimable, LOST: taken over)."""
+    FAILED, CANCELLED, RELEASED, SKIPPED: not claimable, LOST: taken over).
+
+    `artifacts_dir` (default: <artifacts dir>/<run id>), `device` (default: the
+    settings') and extra `recorders` (files, a progress bar) serve `segbench train`.
+    """
     from worker.tasks import queue_settings
 
     settings = queue_settings()
@@ -295,7 +302,7 @@ def execute(
     )
     try:
         with Heartbeat(recorder, interval=max(settings.lease_seconds / 3, 0.5)):
-            _train(claimed, recorder, settings)
+            _train(claimed, recorder, settings, artifacts_dir, device, recorders)
     except LeaseLost as error:
         log.warning("%s; leaving it to its new holder", error)
         return LOST
@@ -321,17 +328,17 @@ def execute(
     return SUCCEEDED
 
 
-def _train(claimed, recorder: LeasedRecorder, settings) -> None:
-    from worker.train import TrainSpec, fit
+def _train(claimed, recorder: LeasedRecorder, settings, artifacts_dir, device, recorders) -> None:
+    from worker.train import TeeRecorder, TrainSpec, fit
 
     spec = TrainSpec(
         run=claimed.spec,
         protocol=claimed.protocol,
         data_dir=Path(claimed.data_dir),
-        device=resolve_device(settings.device),
-        artifacts_dir=Path(settings.artifacts_dir) / str(claimed.run_id),
+        device=resolve_device(device or settings.device),
+        artifacts_dir=Path(artifacts_dir or Path(settings.artifacts_dir) / str(claimed.run_id)),
     )
-    fit(spec, recorder)
+    fit(spec, TeeRecorder(recorder, *recorders) if recorders else recorder)
 
 
 def _end(database_url, run_id: int, worker: str, action) -> None:
