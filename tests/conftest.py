@@ -25,3 +25,23 @@ def synthetic_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
         slices_per_volume=6,
         seed=0,
     )
+
+
+@pytest.fixture(autouse=True)
+def fresh_settings():
+    """Settings are read once per process (as in production); a test that changes
+    SEGBENCH_* variables must not see the values an earlier test cached."""
+    from db.settings import get_settings
+
+    caches = [get_settings]
+    try:
+        from worker.tasks import queue_settings
+
+        caches.append(queue_settings)
+    except ImportError:
+        pass
+    for cache in caches:
+        cache.cache_clear()
+    yield
+    for cache in caches:
+        cache.cache_clear()

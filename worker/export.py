@@ -18,8 +18,9 @@ import pandas as pd
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from db import queries
 from db.errors import UnknownSweep
-from db.models import Artifact, Run, SliceResult, Sweep, TestSummary
+from db.models import Artifact, Run, Sweep, TestSummary
 from worker.data import sha256_file
 from worker.grid import expand
 from worker.metrics import summarize
@@ -80,21 +81,8 @@ def runs_query(session: Session, *, sweep: str | None = None, **filters: Any):
 
 def run_counts(session: Session, run_ids: Sequence[int]) -> dict[int, pd.DataFrame]:
     """Per-slice counts of each run: DataFrame (idx, volume, slice, tp, fp, fn, tn)."""
-    stmt = (
-        select(
-            SliceResult.run_id,
-            SliceResult.idx,
-            SliceResult.volume,
-            SliceResult.slice,
-            SliceResult.tp,
-            SliceResult.fp,
-            SliceResult.fn,
-            SliceResult.tn,
-        )
-        .where(SliceResult.run_id.in_(list(run_ids)))
-        .order_by(SliceResult.run_id, SliceResult.idx)
-    )
-    df = pd.DataFrame(session.execute(stmt).all(), columns=["run_id", *SLICE_COLUMNS])
+    rows = queries.slice_results(session, run_ids=run_ids)
+    df = pd.DataFrame(rows, columns=["run_id", *SLICE_COLUMNS])
     return {
         int(k): g.drop(columns="run_id").reset_index(drop=True) for k, g in df.groupby("run_id")
     }
