@@ -1,21 +1,21 @@
 """What the harness costs per epoch: worker.train.fit through the database vs a bare loop.
 
 Harness: a run submitted and claimed through db.jobs on a temporary SQLite
-database, trained by worker.train.fit with a DbRecorder (start row, an epoch row +
-lease heartbeat and a cancel check every epoch, the finish rows), the latest
-checkpoint written atomically after every epoch (CPU default) and the best-so-far
-weights beside it. Bare loop: the same model, data tensors, device, augmentation
-(worker.augment), loss, Adam and validation loss each epoch with the best
-weights kept in memory (the paper's protocol needs both), and nothing else: no
-recording, no checkpoint, no RNG bookkeeping.
+database, trained by fit()'s own machinery (worker.train.RunTrainer, which fit()
+drives to the end) with a DbRecorder: a start row, every epoch an epoch row +
+lease heartbeat and a cancel check, the latest checkpoint written atomically
+(every epoch: the CPU default) with the best-so-far weights beside it, the finish
+rows. Bare loop: the same model, data tensors, device, speed switches,
+augmentation (worker.augment), loss, Adam, and the validation loss each epoch with
+the best weights kept in memory (the protocol needs both), nothing else.
 
-Each pair trains one fresh run of each side (order alternated: harness first in
-even pairs); a side's time per epoch is the median interval between consecutive
-epoch ends, so set-up and the final test evaluation are not in it (they are
-printed separately, once per run). Last line: `ratio: R`, the median over pairs of
-harness / bare seconds per epoch. Target: R <= 1.05.
+Both sides train side by side in one process, epoch by epoch: pair i is epoch
+i of each, in alternating order (harness first in even pairs), so a change of
+machine load hits both sides of a pair alike. Epoch 1 (warm-up) is not counted;
+set-up and the final test evaluation are printed separately, once per run. Last
+line: `ratio: R`, the median over pairs of harness / bare seconds. Target: R <= 1.05.
 
-    python bench/harness_overhead.py [--quick] [--image-size 256] [--pairs 3]
+    python bench/harness_overhead.py [--quick] [--image-size 256] [--epochs 4]
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,27 +40,16 @@ from db.recorder import DbRecorder  # noqa: E402
 from db.session import dispose_engine, session_scope  # noqa: E402
 from worker import augment, data, losses, models  # noqa: E402
 from worker.grid import RunSpec  # noqa: E402
-from worker.protocol import Protocol, Recorder  # noqa: E402
+from worker.protocol import Protocol  # noqa: E402
 from worker.train import (  # noqa: E402
     CHECKPOINT_LATEST,
     RunTrainer,
-    TeeRecorder,
     TrainSpec,
     _to_tensor,
-    fit,
+    device_name,
 )
 
 SPENT = {"checkpoint": 0.0, "database": 0.0}
-
-
-def _timed_checkpoint(self) -> None:
-    started = time.perf_counter()
-    _checkpoint(self)
-    SPENT["checkpoint"] += time.perf_counter() - started
-
-
-_checkpoint = RunTrainer.checkpoint
-RunTrainer.checkpoint = _timed_checkpoint  # only to report where the harness time goes
 
 
 class TimedDbRecorder(DbRecorder):
@@ -76,91 +66,94 @@ class TimedDbRecorder(DbRecorder):
             SPENT["database"] += time.perf_counter() - started
 
 
-class EpochClock(Recorder):
-    """Notes when each epoch ended (the moment fit() reports it)."""
-
-    def __init__(self) -> None:
-        self.started = self.finished = 0.0
-        self.ends: list[float] = []
-
-    def start(self, config: dict) -> None:
-        self.started = time.perf_counter()
-
-    def epoch(self, record) -> None:
-        self.ends.append(time.perf_counter())
-
-    def finish(self, outcome) -> None:
-        self.finished = time.perf_counter()
+class TimedTrainer(RunTrainer):
+    def checkpoint(self) -> None:
+        started = time.perf_counter()
+        super().checkpoint()
+        SPENT["checkpoint"] += time.perf_counter() - started
 
 
-def per_epoch(ends: list[float]) -> float:
-    return statistics.median(b - a for a, b in zip(ends, ends[1:], strict=False))
-
-
-def harness_run(i: int, run: RunSpec, protocol: Protocol, data_dir: Path, work: Path) -> dict:
+def harness(
+    run: RunSpec, protocol: Protocol, data_dir: Path, work: Path, device: str, info: dict
+) -> Iterator[None]:
+    """fit() one epoch per next(): the run's set-up happens on the first call."""
     url = f"sqlite:///{work / 'runs.db'}"
+    migrate.upgrade(url)
+    called = time.perf_counter()
     with session_scope(url) as session:
         run_id = jobs.submit(
             session,
             specs=[run],
             protocol=protocol,
-            sweep=f"harness-{i}",
+            sweep="harness",
             data_dir=str(data_dir),
             dataset=data.dataset_info(data_dir),
         )[0]
     with session_scope(url) as session:
         assert jobs.claim(session, run_id=run_id, worker="bench") is not None
-    clock = EpochClock()
-    artifacts = work / f"run{i}"
-    spec = TrainSpec(run=run, protocol=protocol, data_dir=data_dir, artifacts_dir=artifacts)
-    SPENT.update(checkpoint=0.0, database=0.0)
-    called = time.perf_counter()
-    fit(spec, TeeRecorder(TimedDbRecorder(url, run_id), clock))
-    returned = time.perf_counter()
-    return {
-        "checkpoint": SPENT["checkpoint"] / protocol.epochs,
-        "database": SPENT["database"] / protocol.epochs,
-        "epoch": per_epoch(clock.ends),
-        "setup": clock.started - called,
-        "finish": returned - clock.ends[-1],
-        "checkpoint_mb": (artifacts / CHECKPOINT_LATEST).stat().st_size / 1e6,
-    }
+    artifacts = work / "run"
+    spec = TrainSpec(
+        run=run, protocol=protocol, data_dir=data_dir, device=device, artifacts_dir=artifacts
+    )
+    trainer = TimedTrainer(spec, TimedDbRecorder(url, run_id))
+    steps = trainer.steps()
+    units = math.ceil(len(trainer.x_train) / protocol.batch_size) + 2
+    info["setup"] = time.perf_counter() - called
+    for _ in range(protocol.epochs):
+        for _ in range(units):
+            next(steps)
+        yield
+    started = time.perf_counter()
+    trainer.finish()
+    info["finish"] = time.perf_counter() - started
+    info["checkpoint_mb"] = (artifacts / CHECKPOINT_LATEST).stat().st_size / 1e6
+    dispose_engine(url)
 
 
-def bare_run(run: RunSpec, protocol: Protocol, data_dir: Path) -> dict:
-    p = protocol
+def bare(run: RunSpec, protocol: Protocol, data_dir: Path, device: str, info: dict):
+    """The plain loop, one epoch per next(), with fit()'s speed switches for the device."""
+    p, bs = protocol, protocol.batch_size
     called = time.perf_counter()
+    dev = torch.device(device)
+    perf = TrainSpec(run=run).performance(dev)
     dataset = data.load_dataset(data_dir, run.experiment, p.image_size)
     torch.manual_seed(p.seed)
-    model = models.build_model(run)
-    optimizer = torch.optim.Adam(model.parameters(), lr=p.lr)
+    model = models.build_model(run).to(dev)
+    if perf.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    fused = {"fused": True} if perf.fused_adam else {}
+    optimizer = torch.optim.Adam(model.parameters(), lr=p.lr, **fused)
     loss_fn = losses.get_loss(p.loss)
     cfg = augment.config_for(run.experiment, p.augment_mode)
     gen = torch.Generator().manual_seed(p.seed)
-    x, y = _to_tensor(dataset.train, torch.device("cpu"))
-    xv, yv = _to_tensor(dataset.validation, torch.device("cpu"))
-    best, best_model, ends = math.inf, None, []
-    started = time.perf_counter()
+    x, y = _to_tensor(dataset.train, dev)
+    xv, yv = _to_tensor(dataset.validation, dev)
+    amp = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=perf.amp)
+    best, best_model = math.inf, None
+    info["setup"] = time.perf_counter() - called
     for _ in range(p.epochs):
         model.train()
-        order = torch.randperm(len(x), generator=gen)
-        for s in range(0, len(x), p.batch_size):
-            idx = order[s : s + p.batch_size]
-            xb, yb = augment.augment_batch(x[idx], y[idx], gen, cfg)
+        order = torch.randperm(len(x), generator=gen).to(dev)
+        theta = torch.cat(
+            [augment.random_affine(len(order[s : s + bs]), cfg, gen) for s in range(0, len(x), bs)]
+        ).to(dev)
+        for s in range(0, len(x), bs):
+            idx = order[s : s + bs]
+            xb, yb = augment.apply_affine(x[idx], y[idx], theta[s : s + bs], cfg)
             optimizer.zero_grad()
-            loss_fn(model(xb), yb).backward()
+            with amp:
+                pred = model(xb)
+            loss_fn(pred, yb).backward()
             optimizer.step()
         model.eval()
-        with torch.inference_mode():
-            val = statistics.fmean(
-                float(loss_fn(model(xv[s : s + p.batch_size]), yv[s : s + p.batch_size]))
-                for s in range(0, len(xv), p.batch_size)
-            )
-        if val < best:
-            best, best_model = val, {k: v.clone() for k, v in model.state_dict().items()}
-        ends.append(time.perf_counter())
+        with torch.inference_mode(), amp:
+            val = torch.stack(
+                [loss_fn(model(xv[s : s + bs]), yv[s : s + bs]) for s in range(0, len(xv), bs)]
+            ).mean()
+        if float(val) < best:
+            best, best_model = float(val), {k: v.clone() for k, v in model.state_dict().items()}
+        yield
     assert best_model is not None
-    return {"epoch": per_epoch(ends), "setup": started - called}
 
 
 def main() -> None:
@@ -168,73 +161,76 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="64 px, 20 slices: CI-sized")
     parser.add_argument("--image-size", type=int, help="default 256 (quick: 64)")
     parser.add_argument("--slices", type=int, help="train+validation slices, 80/20 (default 100)")
-    parser.add_argument("--epochs", type=int, help="epochs per run (default 3, quick 2)")
-    parser.add_argument("--pairs", type=int, help="runs per side (default 3, quick 2)")
+    parser.add_argument("--epochs", type=int, default=4, help="per side; pairs = epochs - 1")
     parser.add_argument("--architecture", default="unet")
     parser.add_argument("--encoder", default="resnet18")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     args = parser.parse_args()
     size = args.image_size or (64 if args.quick else 256)
     slices = args.slices or (20 if args.quick else 100)
-    epochs = args.epochs or (2 if args.quick else 3)
-    pairs = args.pairs or (2 if args.quick else 3)
+    epochs = max(3, args.epochs)
     torch.set_num_threads(args.threads)
 
     run = RunSpec("lung-segmentation", args.architecture, args.encoder, "random")
     protocol = Protocol(epochs=epochs, image_size=size)
+    cuda = args.device.startswith("cuda")
+    seconds: dict[str, list[float]] = {"harness": [], "bare": []}
+    info: dict[str, dict] = {"harness": {}, "bare": {}}
+    spent = []
     with tempfile.TemporaryDirectory(prefix="segbench-harness-") as tmp:
         work = Path(tmp)
         data_dir = data.synth(
             work / "data", image_size=size, train_slices=slices, test_volumes=1, seed=0
         )
-        url = f"sqlite:///{work / 'runs.db'}"
-        migrate.upgrade(url)
-        rows = []
-        for i in range(pairs):
-            sides = ["harness", "bare"] if i % 2 == 0 else ["bare", "harness"]
-            row = {}
-            for side in sides:
-                if side == "harness":
-                    row[side] = harness_run(i, run, protocol, data_dir, work)
-                else:
-                    row[side] = bare_run(run, protocol, data_dir)
-            rows.append(row)
-        dispose_engine(url)
+        sides = {
+            "harness": harness(run, protocol, data_dir, work, args.device, info["harness"]),
+            "bare": bare(run, protocol, data_dir, args.device, info["bare"]),
+        }
+        for epoch in range(epochs):
+            for name in ("harness", "bare") if epoch % 2 else ("bare", "harness"):
+                SPENT.update(checkpoint=0.0, database=0.0)
+                started = time.perf_counter()
+                next(sides[name])
+                if cuda:
+                    torch.cuda.synchronize()
+                seconds[name].append(time.perf_counter() - started)
+                if name == "harness":
+                    spent.append(dict(SPENT))
+        for side in sides.values():
+            for _ in side:  # the harness finishes: test evaluation, model files, rows
+                pass
         n_train = len(data.load_dataset(data_dir, run.experiment, size).train)
 
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(
         f"model {run.architecture}-{run.encoder}, {size}x{size} px, {n_train} train + "
         f"{slices - n_train} validation slices, batch {protocol.batch_size}, "
-        f"{epochs} epochs per run, CPU ({os.cpu_count()} cores, {args.threads} torch "
-        f"thread(s), load average {load})"
+        f"{epochs} epochs per side; {device_name(torch.device(args.device))}, "
+        f"{os.cpu_count()} CPU cores, load average {load}"
     )
-    header = f"{'pair':<6}{'first':>9}{'harness s/epoch':>17}{'bare s/epoch':>14}{'ratio':>8}"
+    header = f"{'epoch':<6}{'first':>9}{'harness s':>11}{'bare s':>9}{'ratio':>8}"
     print(header)
     print("-" * len(header))
     ratios = []
-    for i, row in enumerate(rows):
-        ratio = row["harness"]["epoch"] / row["bare"]["epoch"]
-        ratios.append(ratio)
-        first = "harness" if i % 2 == 0 else "bare"
-        print(
-            f"{i:<6}{first:>9}{row['harness']['epoch']:>17.3f}{row['bare']['epoch']:>14.3f}"
-            f"{ratio:>8.3f}"
-        )
-    h = [r["harness"] for r in rows]
-    setup = statistics.median(r["setup"] for r in h)
-    finish = statistics.median(r["finish"] for r in h)
-    bare_epoch = statistics.median(r["bare"]["epoch"] for r in rows)
-    bare_setup = statistics.median(r["bare"]["setup"] for r in rows)
+    for epoch in range(1, epochs):  # epoch 1 is the warm-up
+        h, b = seconds["harness"][epoch], seconds["bare"][epoch]
+        ratios.append(h / b)
+        first = "harness" if epoch % 2 else "bare"
+        print(f"{epoch + 1:<6}{first:>9}{h:>11.3f}{b:>9.3f}{h / b:>8.3f}")
+    h, b = info["harness"], info["bare"]
     print(
-        f"harness per epoch: checkpoint {statistics.median(r['checkpoint'] for r in h):.3f} s "
-        f"({h[0]['checkpoint_mb']:.0f} MB), epoch row + heartbeat + cancel check "
-        f"{statistics.median(r['database'] for r in h):.3f} s"
+        f"harness per epoch: checkpoint "
+        f"{statistics.median(s['checkpoint'] for s in spent[1:]):.3f} s "
+        f"({h['checkpoint_mb']:.0f} MB), epoch row + heartbeat + cancel check "
+        f"{statistics.median(s['database'] for s in spent[1:]):.3f} s"
     )
+    bare_epoch = statistics.median(seconds["bare"][1:])
     print(
-        f"harness per run, once: set-up {setup:.2f} s (bare {bare_setup:.2f} s); test "
-        f"evaluation + model files + finish rows {finish:.2f} s; over 200 epochs "
-        f"{100 * (setup + finish - bare_setup) / (200 * bare_epoch):.2f}% of the bare time"
+        f"harness per run, once: set-up {h['setup']:.2f} s (bare {b['setup']:.2f} s); test "
+        f"evaluation + model files + finish rows {h['finish']:.2f} s; over 200 epochs "
+        f"{100 * (h['setup'] + h['finish'] - b['setup']) / (200 * bare_epoch):.2f}% of the "
+        "bare time"
     )
     print(f"ratio: {statistics.median(ratios):.3f}")
 

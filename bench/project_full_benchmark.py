@@ -18,6 +18,7 @@ few utilisations, and what utilisation the 6-hour goal needs. Last line:
 `projected hours: H` (this device, 600 runs).
 
     python bench/project_full_benchmark.py [--quick] [--image-size 128] [--device cpu]
+        [--switch amp=false ...]
 """
 
 from __future__ import annotations
@@ -73,6 +74,24 @@ def flops_table(size: int) -> dict[tuple[str, str], float]:
     return {tuple(k.split("/")): v for k, v in table.items()}
 
 
+def parse_switches(items: list[str]) -> dict:
+    """["amp=false", "checkpoint_interval_s=0"] -> TrainSpec keyword arguments."""
+    names = {"amp", "channels_last", "fused_adam", "cudnn_benchmark", "compile"}
+    out: dict = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        if name in names and value.lower() in ("true", "false"):
+            out[name] = value.lower() == "true"
+        elif name == "checkpoint_interval_s":
+            out[name] = float(value)
+        else:
+            raise SystemExit(
+                f"Unknown switch '{item}'; expected NAME=true|false with NAME one of "
+                f"{', '.join(sorted(names))}, or checkpoint_interval_s=SECONDS."
+            )
+    return out
+
+
 class Clock(Recorder):
     def __init__(self) -> None:
         self.ends: list[float] = []
@@ -83,7 +102,9 @@ class Clock(Recorder):
         self.records.append(record)
 
 
-def measure(combo, size: int, slices: int, epochs: int, device: str, work: Path) -> dict:
+def measure(
+    combo, size: int, slices: int, epochs: int, device: str, work: Path, switches: dict
+) -> dict:
     data_dir = work / "data"
     if not data_dir.exists():
         data.synth(
@@ -101,6 +122,7 @@ def measure(combo, size: int, slices: int, epochs: int, device: str, work: Path)
         protocol=Protocol(epochs=epochs, image_size=size),
         data_dir=data_dir,
         device=device,
+        **switches,
         artifacts_dir=work / f"{combo[0]}-{combo[1]}",
     )
     fit(spec, clock)
@@ -122,11 +144,19 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch threads on CPU")
     parser.add_argument("--utilisation", type=float, default=0.25, help="assumed on the H100")
+    parser.add_argument(
+        "--switch",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a TrainSpec speed switch, e.g. amp=false, compile=true, checkpoint_interval_s=0",
+    )
     args = parser.parse_args()
     size = args.image_size or (32 if args.quick else 128)
     slices = args.slices or (10 if args.quick else 40)
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
+    switches = parse_switches(args.switch)
 
     started = time.perf_counter()
     at_512 = flops_table(512)
@@ -140,7 +170,7 @@ def main() -> None:
     rows = {}
     with tempfile.TemporaryDirectory(prefix="segbench-project-") as tmp:
         for role, combo in reps.items():
-            m = measure(combo, size, slices, max(2, args.epochs), args.device, Path(tmp))
+            m = measure(combo, size, slices, max(2, args.epochs), args.device, Path(tmp), switches)
             f = forward_flops(combo, size)
             epoch = TRAIN * m["train_image"] + VALIDATION * m["val_image"]
             rows[role] = {**m, "combo": combo, "flops": f, "epoch": epoch}
@@ -165,7 +195,7 @@ def main() -> None:
     print(
         f"device: {device_name(device)}; load average {load}; measured at {size}x{size} px, "
         f"{slices} slices, {max(2, args.epochs)} epochs per model; FLOPs of 100 combinations "
-        f"at 512 px in {flops_seconds:.1f} s"
+        f"at 512 px in {flops_seconds:.1f} s; switches: {switches or 'device defaults'}"
     )
     header = (
         f"{'model':<10}{'combination':<28}{'GFLOP/img 512':>14}{'s/train img':>12}"

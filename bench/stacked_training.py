@@ -42,7 +42,7 @@ from worker import data, losses, models  # noqa: E402
 from worker.grid import EXPERIMENTS, RunSpec  # noqa: E402
 from worker.protocol import Protocol  # noqa: E402
 from worker.stacked import fit_many  # noqa: E402
-from worker.train import TrainSpec, fit  # noqa: E402
+from worker.train import TrainSpec, device_name, fit  # noqa: E402
 
 CHILD = textwrap.dedent(
     """
@@ -57,7 +57,8 @@ CHILD = textwrap.dedent(
     from worker.train import TrainSpec, fit
     spec = json.loads(sys.argv[4])
     spec = TrainSpec(run=RunSpec(**spec["run"]), protocol=Protocol(**spec["protocol"]),
-                     data_dir=Path(spec["data_dir"]), artifacts_dir=Path(spec["artifacts"]))
+                     data_dir=Path(spec["data_dir"]), artifacts_dir=Path(spec["artifacts"]),
+                     device=spec["device"])
     Path(str(go) + f".ready{os.getpid()}").touch()
     while not go.exists():
         time.sleep(0.01)
@@ -81,6 +82,7 @@ def processes(specs: list[TrainSpec], cores: list[int], threads: int, work: Path
             "protocol": s.protocol.to_dict(),
             "data_dir": str(s.data_dir),
             "artifacts": str(s.artifacts_dir),
+            "device": s.device,
         }
         args = [json.dumps(cores), str(threads), str(go), json.dumps(spec)]
         children.append(
@@ -101,14 +103,14 @@ def processes(specs: list[TrainSpec], cores: list[int], threads: int, work: Path
     return max(t["ended"] for t in times) - min(t["started"] for t in times)
 
 
-def step_models(run: RunSpec, k: int, size: int, steps: int) -> tuple[float, float]:
+def step_models(run: RunSpec, k: int, size: int, steps: int, device: str) -> tuple[float, float]:
     """Seconds for `steps` training steps of k models: separately, then with vmap."""
     ms = []
     for i in range(k):
         torch.manual_seed(i)
-        ms.append(models.build_model(run))
-    x = torch.randn(k, 2, 1, size, size)
-    y = (torch.rand(k, 2, 1, size, size) > 0.5).float()
+        ms.append(models.build_model(run).to(device))
+    x = torch.randn(k, 2, 1, size, size, device=device)
+    y = (torch.rand(k, 2, 1, size, size, device=device) > 0.5).float()
     optimizers = [torch.optim.Adam(m.parameters(), lr=1e-3) for m in ms]
 
     def separate() -> None:
@@ -135,6 +137,8 @@ def step_models(run: RunSpec, k: int, size: int, steps: int) -> tuple[float, flo
         started = time.perf_counter()
         for _ in range(steps):
             f()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
         out.append(time.perf_counter() - started)
     return out[0], out[1]
 
@@ -149,15 +153,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, help="default 2 (quick 1)")
     parser.add_argument("--architecture", default="unet")
     parser.add_argument("--encoder", default="resnet18")
-    parser.add_argument("--threads", type=int, default=1, help="cores of the 'device'")
+    parser.add_argument("--threads", type=int, default=1, help="CPU cores of the 'device'")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     args = parser.parse_args()
     k = args.runs or (2 if args.quick else 3)
     size = args.image_size or (64 if args.quick else 128)
     slices = args.slices or (20 if args.quick else 40)
     epochs = args.epochs or (1 if args.quick else 2)
     rounds = args.rounds or (1 if args.quick else 2)
-    cores = sorted(os.sched_getaffinity(0))[: args.threads]
-    os.sched_setaffinity(0, cores)
+    cores = sorted(os.sched_getaffinity(0))
+    if args.device == "cpu":  # the device is these cores, for every configuration
+        cores = cores[: args.threads]
+        os.sched_setaffinity(0, cores)
     torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory(prefix="segbench-stacked-") as tmp:
@@ -179,7 +186,11 @@ def main() -> None:
             stamp = f"{tag}{time.monotonic_ns()}"
             return [
                 TrainSpec(
-                    run=r, protocol=protocol, data_dir=data_dir, artifacts_dir=work / stamp / str(i)
+                    run=r,
+                    protocol=protocol,
+                    data_dir=data_dir,
+                    device=args.device,
+                    artifacts_dir=work / stamp / str(i),
                 )
                 for i, r in enumerate(runs)
             ]
@@ -202,7 +213,7 @@ def main() -> None:
             for name in names[i % len(names) :] + names[: i % len(names)]:
                 seconds[name].append(configs[name]())
         n_steps = 2 if args.quick else 8
-        step_rows = [step_models(runs[0], k, size, n_steps) for _ in range(rounds)]
+        step_rows = [step_models(runs[0], k, size, n_steps, args.device) for _ in range(rounds)]
         n_train = len(data.load_dataset(data_dir, runs[0].experiment, size).train)
 
     def summary(o) -> tuple:
@@ -211,12 +222,15 @@ def main() -> None:
     equal = [summary(a) for a in outcomes["alone"]] == [summary(b) for b in outcomes["lockstep"]]
     images = k * epochs * slices
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    where = f"{args.threads} CPU core(s) of {os.cpu_count()}"
+    if args.device != "cpu":
+        where = device_name(torch.device(args.device))
     print(
         f"{k} runs of {args.architecture}-{args.encoder} "
         f"({', '.join(r.experiment for r in runs)}), "
         f"{size}x{size} px, {n_train} train + {slices - n_train} validation slices, batch 2, "
-        f"{epochs} epoch(s) each; device: {args.threads} CPU core(s) of {os.cpu_count()}, "
-        f"load average {load}; {rounds} round(s), order rotated"
+        f"{epochs} epoch(s) each; device: {where}, load average {load}; {rounds} "
+        f"round(s), order rotated"
     )
     header = f"{'configuration':<34}{'seconds':>9}{'images/s':>10}{'vs one at a time':>18}"
     print(header)

@@ -83,6 +83,7 @@ def check_harness_overhead(lines: list[str]) -> None:
     assert re.fullmatch(rf"ratio: {NUMBER}", lines[-1]), lines[-1]
     assert float(lines[-1].split()[1]) > 0.5
     assert lines[0].startswith("model unet-resnet18, 64x64 px, 16 train + 4 validation")
+    assert "cpu (" in lines[0]
     assert any(line.startswith("harness per epoch: checkpoint") for line in lines)
     _table(lines)
 

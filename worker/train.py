@@ -10,8 +10,9 @@ The best-so-far weights live in their own file, ``checkpoint_best_epoch{N}.pt``,
 written once when they change instead of inside every latest checkpoint. On CUDA
 the latest checkpoint is written at most once a minute (and always after the last
 epoch and when the run is stopped): a GPU epoch of a small model is shorter than
-writing its checkpoint. The speed switches of TrainSpec default to what measured
-best per device; on CPU they are all off, so CPU numbers are those of a plain loop.
+writing its checkpoint. The speed switches of TrainSpec are off on CPU, so CPU
+numbers are those of a plain loop, and on for CUDA (reasoned defaults, not yet
+measured on a GPU: bench/README.md).
 RunTrainer holds one run's state between steps, so worker.stacked can train
 several runs in lockstep on one device.
 """
@@ -67,9 +68,9 @@ class TrainSpec:
     artifacts_dir: Path = Path("artifacts")
     gallery_size: int = 4
     eval_batch_size: int = 8
-    # Speed switches: None = the measured default of the device (all off on CPU,
-    # where they would change the numbers or cost time; on for CUDA). None of
-    # them changes the protocol (batch size, augmentation, selection).
+    # Speed switches: None = the device's default (all off on CPU, where they
+    # would change the numbers or cost time; on for CUDA). None of them changes
+    # the protocol (batch size, augmentation, selection).
     amp: bool | None = None  # bf16 autocast of the forward passes
     channels_last: bool | None = None  # NHWC weights for tensor-core convolutions
     fused_adam: bool | None = None  # torch.optim.Adam(fused=True)
