@@ -124,8 +124,9 @@ class Recorder:
     """Receives a run's progress. The base class records nothing.
 
     worker.train.fit calls, in order: start(config) once (also on resume),
-    epoch(record) after every epoch (before the checkpoint of that epoch is
-    written, so a crash in between repeats the epoch and the upsert is
+    epoch(record) after every epoch (before that epoch's checkpoint, if one is
+    written: every epoch on CPU, at most once a minute on CUDA; a crash repeats the
+    epochs since the last checkpoint with the same numbers, and the upsert is
     idempotent), cancelled() after every epoch, finish(outcome) once at the end.
     """
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import logging
 import math
 import os
@@ -536,14 +535,6 @@ def evaluate(
     return result, masks
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _finish(spec, model, dataset, state, parameters_m, recorder, device, amp=False) -> RunOutcome:
     p = spec.protocol
     gallery = gallery_indices(dataset.test.masks, spec.gallery_size)
@@ -597,7 +588,7 @@ def _finish(spec, model, dataset, state, parameters_m, recorder, device, amp=Fal
         else 0.0,
         val_seconds_per_epoch=float(np.mean(state["val_seconds"])) if state["val_seconds"] else 0.0,
         checkpoint_dir=str(best_dir),
-        checkpoint_sha256=_sha256(weights),
+        checkpoint_sha256=data.sha256_file(weights),
         gallery={i: np.packbits(m.astype(np.uint8).ravel()).tobytes() for i, m in masks.items()},
         gallery_shape=tuple(dataset.test.masks.shape[1:]),
         first_layer_before=before.numpy().tobytes(),
