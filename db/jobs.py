@@ -304,10 +304,31 @@ def finite_or_none(value: float | None) -> float | None:
 
 def record_epoch(
     session: Session, *, run_id: int, record: EpochRecord, lease_seconds: int | None = None
-) -> None:
-    """Upsert one epoch (a repeated epoch overwrites its row) and heartbeat the run."""
-    _require_run(session, run_id)
+) -> bool:
+    """Upsert one epoch (a repeated epoch overwrites its row) and heartbeat the run.
+
+    Returns the run's cancel flag, read in the same statement, so a worker needs no
+    second transaction per epoch to learn that it should stop.
+    """
     now = utcnow()
+    run_values: dict[str, Any] = {
+        "epoch": record.epoch,
+        "heartbeat_at": now,
+        "lease_expires_at": case(
+            (Run.status == "running", _lease(lease_seconds, now)), else_=Run.lease_expires_at
+        ),
+    }
+    if record.is_best:
+        run_values.update(best_epoch=record.epoch, best_val_loss=finite_or_none(record.val_loss))
+    cancel = session.execute(
+        update(Run)
+        .where(Run.id == run_id)
+        .values(**run_values)
+        .returning(Run.cancel_requested)
+        .execution_options(**NO_SYNC)
+    ).scalar_one_or_none()
+    if cancel is None:
+        raise _unknown_run(run_id)
     values = {
         "train_loss": finite_or_none(record.train_loss),
         "val_loss": finite_or_none(record.val_loss),
@@ -323,18 +344,7 @@ def record_epoch(
         index_elements=["run_id", "epoch"], set_={k: stmt.excluded[k] for k in values}
     )
     session.execute(stmt)
-    run_values: dict[str, Any] = {
-        "epoch": record.epoch,
-        "heartbeat_at": now,
-        "lease_expires_at": case(
-            (Run.status == "running", _lease(lease_seconds, now)), else_=Run.lease_expires_at
-        ),
-    }
-    if record.is_best:
-        run_values.update(best_epoch=record.epoch, best_val_loss=record.val_loss)
-    session.execute(
-        update(Run).where(Run.id == run_id).values(**run_values).execution_options(**NO_SYNC)
-    )
+    return bool(cancel)
 
 
 def is_cancel_requested(session: Session, *, run_id: int) -> bool:

@@ -18,6 +18,8 @@ class DbRecorder(Recorder):
         self.url = url
         self.run_id = run_id
         self.lease_seconds = lease_seconds
+        # the cancel flag as read by the last epoch's write, used once by cancelled()
+        self._cancel_seen: bool | None = None
 
     def start(self, config: dict) -> None:
         with session_scope(self.url) as session:
@@ -25,11 +27,15 @@ class DbRecorder(Recorder):
 
     def epoch(self, record: EpochRecord) -> None:
         with session_scope(self.url) as session:
-            jobs.record_epoch(
+            self._cancel_seen = jobs.record_epoch(
                 session, run_id=self.run_id, record=record, lease_seconds=self.lease_seconds
             )
 
     def cancelled(self) -> bool:
+        # fit() asks right after epoch(): answer from that write, without a query
+        if self._cancel_seen is not None:
+            seen, self._cancel_seen = self._cancel_seen, None
+            return seen
         with session_scope(self.url) as session:
             return jobs.is_cancel_requested(session, run_id=self.run_id)
 

@@ -127,7 +127,7 @@ class LeasedRecorder(DbRecorder):
     def epoch(self, record: EpochRecord) -> None:
         with session_scope(self.url) as session:
             self._hold(session)
-            jobs.record_epoch(
+            self._cancel_seen = jobs.record_epoch(
                 session, run_id=self.run_id, record=record, lease_seconds=self.lease_seconds
             )
 

@@ -260,3 +260,18 @@ def test_a_diverged_loss_is_stored_as_null_on_every_backend(db_url):
         rows = session.scalars(select(Epoch).order_by(Epoch.epoch)).all()
         assert [(r.epoch, r.val_loss) for r in rows] == [(1, 0.5), (2, None)]
         assert rows[1].train_loss is None  # NaN + 0.1 is NaN too
+
+
+def test_the_epoch_write_carries_the_cancel_flag(db_url):
+    (run_id,) = submit_runs(db_url, 1)
+    claim(db_url, run_id, lease_seconds=60)
+    recorder = DbRecorder(db_url, run_id)
+    recorder.epoch(epoch_record(1))
+    assert recorder.cancelled() is False
+    with session_scope(db_url) as session:
+        jobs.cancel(session, run_ids=[run_id])
+    assert recorder.cancelled() is True  # no epoch in between: read from the database
+    recorder.epoch(epoch_record(2))
+    assert recorder.cancelled() is True  # read by the epoch's own write
+    with session_scope(db_url) as session, pytest.raises(UnknownRun):
+        jobs.record_epoch(session, run_id=run_id + 999, record=epoch_record(1))
