@@ -181,6 +181,9 @@ def worker_command(
         fail(f"--concurrency must be at least 1, got {concurrency}.")
     # Must precede billiard's import: SIGTERM then means "soft shutdown, requeue".
     os.environ.setdefault("REMAP_SIGTERM", "SIGQUIT")
+    # N training processes share the CPU cores: N x all-cores threads oversubscribe
+    # (measured ~10x slower on 2 cores). Pool processes read this (worker.tasks).
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // concurrency)))
     from db.session import dispose_engine, ensure_schema
     from worker import tasks
     from worker.runner import pin_gpu

@@ -289,6 +289,16 @@ def _warm_shutdown_stops_runs_too(sender=None, **_kwargs) -> None:
 
 
 @signals.worker_process_init.connect
+def _share_cpu_threads(**_kwargs) -> None:
+    # torch may have been imported before the pool forked; apply the thread budget
+    # `segbench worker` chose for each of its pool processes.
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    torch = sys.modules.get("torch")
+    if torch is not None and threads.isdigit() and int(threads) > 0:
+        torch.set_num_threads(int(threads))
+
+
+@signals.worker_process_init.connect
 def _forget_inherited_connections(**_kwargs) -> None:
     # The SQLAlchemy broker transport caches its engine per process; a pool process
     # must not share the parent's SQLite connections.
