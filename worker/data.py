@@ -52,20 +52,12 @@ by the binary lung mask.
 from __future__ import annotations
 
 # The readers, checks and preprocessing live in worker.data_io and worker.data_check;
-# this module re-exports their public names (and keeps every name it had before the
-# split importable, hence the unused imports marked noqa).
-import gzip  # noqa: F401
-import hashlib  # noqa: F401
-import json  # noqa: F401
+# this module re-exports their public names.
 import logging
 import numbers
-import re  # noqa: F401
-import tomllib  # noqa: F401
-import zlib  # noqa: F401
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import nibabel as nib  # noqa: F401
 import numpy as np
 
 from worker.data_check import LABELS, scan, verify  # noqa: F401
