@@ -3,10 +3,8 @@ dashboard pointed at it through SEGBENCH_DATABASE_URL, and a populated variant."
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
@@ -19,6 +17,7 @@ from dashboard_fixtures import (  # noqa: E402
     point_dashboard_at,
     populate,
 )
+from pg_databases import create_database, drop_database  # noqa: E402
 
 from db import migrate  # noqa: E402
 from db.session import dispose_engine  # noqa: E402
@@ -71,25 +70,11 @@ def populated(tmp_path, monkeypatch, _populated_template) -> Populated:
     dispose_engine(url)
 
 
-PG_SERVER = os.environ.get("SEGBENCH_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
-
-
 @pytest.fixture
 def postgres_url():
     """A fresh PostgreSQL database at head (skipped when no server answers); PostgreSQL
     keeps NaN losses, which SQLite cannot store."""
-    import psycopg
-
-    try:
-        admin = psycopg.connect(PG_SERVER, autocommit=True, connect_timeout=3)
-    except psycopg.Error:
-        pytest.skip(f"PostgreSQL is not reachable at {PG_SERVER}")
-    name = f"segbench_dash_{uuid.uuid4().hex[:10]}"
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = PG_SERVER.rsplit("/", 1)[0] + f"/{name}"
+    url = create_database("segbench_dash")
     migrate.upgrade(url)
     yield url
-    dispose_engine(url)
-    with psycopg.connect(PG_SERVER, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    drop_database(url)

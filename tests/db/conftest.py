@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from functools import cache
 
-import psycopg
 import pytest
-from db_helpers import BACKENDS, PG_SERVER  # noqa: F401
+from db_helpers import BACKENDS
+from pg_databases import create_database, drop_database
 from pytest_alembic.plugin.fixtures import alembic_runner  # noqa: F401  (also without the plugin)
 from sqlalchemy import text
 
 from db import migrate
 from db.models import Base
-from db.session import dispose_engine, make_engine, session_scope
+from db.session import make_engine, session_scope
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -23,35 +22,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "alembic: Tests which use pytest-alembic.")
 
 
-@cache
-def postgres_available() -> bool:
-    try:
-        psycopg.connect(PG_SERVER, connect_timeout=3).close()
-        return True
-    except psycopg.Error:
-        return False
-
-
-def _admin(sql: str) -> None:
-    with psycopg.connect(PG_SERVER, autocommit=True) as connection:
-        connection.execute(sql)
-
-
 def new_database(backend: str, tmp_dir) -> str:
     if backend == "sqlite":
         return f"sqlite:///{tmp_dir / f'segbench-{uuid.uuid4().hex[:8]}.db'}"
-    if not postgres_available():
-        pytest.skip(f"PostgreSQL is not reachable at {PG_SERVER}")
-    name = f"segbench_test_{uuid.uuid4().hex[:12]}"
-    _admin(f'CREATE DATABASE "{name}"')
-    return PG_SERVER.rsplit("/", 1)[0] + f"/{name}"
-
-
-def drop_database(url: str) -> None:
-    dispose_engine(url)
-    if url.startswith("postgresql"):
-        name = url.rsplit("/", 1)[1]
-        _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    return create_database("segbench_test")
 
 
 @pytest.fixture(params=BACKENDS)

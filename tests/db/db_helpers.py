@@ -3,13 +3,10 @@ them from here (not from conftest, whose name other test folders share)."""
 
 from __future__ import annotations
 
-import os
-
 from db.session import session_scope
 from worker.grid import expand
 from worker.protocol import EpochRecord, Protocol, RunOutcome, SliceCounts, TestResult
 
-PG_SERVER = os.environ.get("SEGBENCH_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 BACKENDS = ["sqlite", "postgresql"]
 DATASET = {"name": "synthetic-test", "kind": "synthetic", "synthetic": True, "manifest_hash": "m1"}
 PROTOCOL = Protocol(epochs=4, image_size=64)

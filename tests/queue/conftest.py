@@ -5,20 +5,17 @@ real brokers (Redis on 127.0.0.1:6379, or the embedded SQLite broker) and real
 from __future__ import annotations
 
 import shutil
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pg_databases import create_database, drop_database
 from queue_stack import (
-    PG_SERVER,
     REDIS_DB,
     REDIS_HOST,
     REDIS_PORT,
     Stack,
-    _admin,
     ensure_redis,
-    postgres_up,
     redis_client,
     running_stack,
     stack_env,
@@ -27,16 +24,9 @@ from queue_stack import (
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
-    if not postgres_up():
-        pytest.skip(f"PostgreSQL is not reachable at {PG_SERVER}")
-    name = f"segbench_queue_{uuid.uuid4().hex[:10]}"
-    _admin(f'CREATE DATABASE "{name}"')
-    url = PG_SERVER.rsplit("/", 1)[0] + f"/{name}"
+    url = create_database("segbench_queue")
     yield url
-    from db.session import dispose_engine
-
-    dispose_engine(url)
-    _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    drop_database(url)
 
 
 @pytest.fixture

@@ -15,13 +15,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psycopg
 import redis
 from sqlalchemy import select
 from typer.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parents[2]
-PG_SERVER = os.environ.get("SEGBENCH_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 REDIS_DB = 13  # a database of its own, flushed around each test
 REDIS_SERVER = [
@@ -83,19 +81,6 @@ def restart_redis() -> None:
         stop_redis()
     finally:
         ensure_redis()
-
-
-def postgres_up() -> bool:
-    try:
-        psycopg.connect(PG_SERVER, connect_timeout=3).close()
-        return True
-    except psycopg.Error:
-        return False
-
-
-def _admin(sql: str) -> None:
-    with psycopg.connect(PG_SERVER, autocommit=True) as connection:
-        connection.execute(sql)
 
 
 @dataclass
