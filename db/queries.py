@@ -324,6 +324,21 @@ def slice_results(session: Session, *, run_ids: Iterable[int]) -> list[dict[str,
     return _rows(session, stmt)
 
 
+# what the Live page shows of a running or failed run
+RUN_PROGRESS_COLUMNS = (
+    Run.id,
+    Sweep.name.label("sweep"),
+    Run.experiment,
+    Run.architecture,
+    Run.encoder,
+    Run.init,
+    Run.worker,
+    Run.attempts,
+    Run.epoch,
+    Run.epochs,
+)
+
+
 def running_runs(session: Session, *, sweep: str | None = None) -> list[dict[str, Any]]:
     """Running runs with progress, worker, heartbeat and an ETA from their mean
     seconds per epoch so far."""
@@ -336,16 +351,7 @@ def running_runs(session: Session, *, sweep: str | None = None) -> list[dict[str
     )
     stmt = (
         select(
-            Run.id,
-            Sweep.name.label("sweep"),
-            Run.experiment,
-            Run.architecture,
-            Run.encoder,
-            Run.init,
-            Run.worker,
-            Run.attempts,
-            Run.epoch,
-            Run.epochs,
+            *RUN_PROGRESS_COLUMNS,
             Run.cancel_requested,
             Run.started_at,
             Run.heartbeat_at,
@@ -372,16 +378,7 @@ def failed_runs(
     """Failed runs with their reasons, most recent first."""
     stmt = (
         select(
-            Run.id,
-            Sweep.name.label("sweep"),
-            Run.experiment,
-            Run.architecture,
-            Run.encoder,
-            Run.init,
-            Run.worker,
-            Run.attempts,
-            Run.epoch,
-            Run.epochs,
+            *RUN_PROGRESS_COLUMNS,
             Run.error,
             Run.finished_at,
         )
