@@ -8,6 +8,7 @@ import streamlit as st
 
 from dashboard import common, data
 from db.models import RUN_STATUSES
+from worker.export_table import best_mask, table2
 from worker.grid import ARCHITECTURES, ENCODERS, EXPERIMENTS, FAMILIES, INITS
 
 COLUMNS = {
@@ -86,28 +87,6 @@ def styled(frame: pd.DataFrame):
     )
 
 
-def table2(frame: pd.DataFrame, experiment: str) -> pd.DataFrame:
-    """The paper's layout: one row per encoder and init, Sens/Spec/Dice per architecture."""
-    part = frame[(frame["experiment"] == experiment) & frame["dice"].notna()]
-    wide = part.pivot_table(
-        index=["encoder", "init"],
-        columns="architecture",
-        values=["sensitivity", "specificity", "dice"],
-        aggfunc="mean",
-    )
-    if wide.empty:
-        return wide
-    wide = wide.swaplevel(0, 1, axis=1)
-    order = [
-        (a, m)
-        for a in ARCHITECTURES
-        for m in ("sensitivity", "specificity", "dice")
-        if (a, m) in wide
-    ]
-    encoders = [e for e in ENCODERS if e in wide.index.get_level_values(0)]
-    return wide[order].reindex(encoders, level=0)
-
-
 runs_tab, paper_tab = st.tabs(["One row per run", "Table 2 layout"])
 with runs_tab:
     shown = board[list(COLUMNS)].rename(columns=COLUMNS)
@@ -128,14 +107,18 @@ with runs_tab:
         key="lb_csv",
     )
 with paper_tab:
-    experiments = [e for e in EXPERIMENTS if e in set(board["experiment"])]
-    experiment = st.selectbox("Experiment", experiments, key="lb_t2_experiment")
-    wide = table2(board, experiment)
-    if wide.empty:
-        st.info("No finished run of this experiment among the filtered runs.")
+    finished = board[board["dice"].notna()]
+    if finished.empty:
+        st.info("No finished run among the filtered runs.")
     else:
+        # the same table as `segbench export table`: rows architecture x encoder with
+        # per-architecture mean and std, columns init x experiment x metric
+        wide = table2(finished)
+        best = best_mask(wide)
         st.dataframe(
-            wide.style.format("{:.2f}", na_rep="–").highlight_max(props=BEST_STYLE),
+            wide.style.format("{:.2f}", na_rep="–").apply(
+                lambda _: best.map(lambda b: BEST_STYLE if b else ""), axis=None
+            ),
             width="stretch",
         )
-        st.caption("Bold: the best value of each column (mean over seeds where several).")
+        st.caption("Bold: the best model of each metric column (mean over seeds where several).")
