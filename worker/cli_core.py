@@ -249,11 +249,9 @@ def train(
             from worker.models import imagenet_weights_path
 
             imagenet_weights_path(run.encoder)
-        problems = data_mod.verify(data)
-        if problems:
-            fail(
-                problems[0] + (f" ({len(problems) - 1} more problems)" if len(problems) > 1 else "")
-            )
+        # Check (and preprocess) the data before any row is written; fit() then finds
+        # it in this process's cache instead of reading and checking it again.
+        data_mod.load_dataset(data, run.experiment, protocol.image_size)
         # The run's failure reason is stored and printed as one sentence below;
         # the runner's own log of it (with traceback) is for worker logs.
         logging.getLogger("worker.runner").setLevel(logging.CRITICAL)
