@@ -1,11 +1,11 @@
-"""Training augmentation: worker.augment's batched pipeline vs the authors' per-sample PIL one.
+"""Training augmentation: the batched pipeline (worker.training.augment) vs the authors' PIL one.
 
 The authors' pipeline, reimplemented: for every sample a PIL image of the HU slice
 (mode F) and of its mask (mode L); horizontal flip p=0.5, vertical flip p=0.5 and
 RandomAffine(degrees=180, scale=(0.5, 1.5)) with parameters shared by image and
 mask (torchvision.transforms.functional on PIL, nearest, fill 0 = water for the
 image, background for the mask); then to tensors, normalised, collated into a
-batch. Ours: worker.augment.augment_batch on the batch of normalised tensors
+batch. Ours: worker.training.augment.augment_batch on the batch of normalised tensors
 (one affine_grid + grid_sample per batch), in the authors-code mode (nearest,
 HU 0 padding: the same work) and in the paper mode (bilinear image).
 
@@ -35,8 +35,8 @@ import torchvision.transforms as T  # noqa: E402
 import torchvision.transforms.functional as TF  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from worker import augment  # noqa: E402
 from worker.data import HU_MEAN, HU_STD  # noqa: E402
+from worker.training import augment  # noqa: E402
 
 BATCH = 2
 

@@ -1,12 +1,12 @@
-"""What the harness costs per epoch: worker.train.fit through the database vs a bare loop.
+"""What the harness costs per epoch: fit() through the database vs a bare PyTorch loop.
 
 Harness: a run submitted and claimed through db.jobs on a temporary SQLite
-database, trained by fit()'s own machinery (worker.train.RunTrainer, which fit()
+database, trained by fit()'s own machinery (worker.training.trainer.RunTrainer, which fit()
 drives to the end) with a DbRecorder: a start row, every epoch an epoch row +
 lease heartbeat and a cancel check, the latest checkpoint written atomically
 (every epoch: the CPU default) with the best-so-far weights beside it, the finish
 rows. Bare loop: the same model, data tensors, device, speed switches,
-augmentation (worker.augment), loss, Adam, and the validation loss each epoch with
+augmentation (worker.training.augment), loss, Adam, and the validation loss each epoch with
 the best weights kept in memory (the protocol needs both), nothing else.
 
 Both sides train side by side in one process, epoch by epoch: pair i is epoch
@@ -36,18 +36,14 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from db import jobs, migrate  # noqa: E402
-from db.recorder import DbRecorder  # noqa: E402
+from db.grid import RunSpec  # noqa: E402
+from db.protocol import Protocol  # noqa: E402
 from db.session import dispose_engine, session_scope  # noqa: E402
-from worker import augment, data, losses, models  # noqa: E402
-from worker.grid import RunSpec  # noqa: E402
-from worker.protocol import Protocol  # noqa: E402
-from worker.train import (  # noqa: E402
-    CHECKPOINT_LATEST,
-    RunTrainer,
-    TrainSpec,
-    _to_tensor,
-    device_name,
-)
+from worker import data  # noqa: E402
+from worker.queue.lease import DbRecorder  # noqa: E402
+from worker.training import augment, losses, models  # noqa: E402
+from worker.training.device import device_name, to_tensor  # noqa: E402
+from worker.training.trainer import CHECKPOINT_LATEST, RunTrainer, TrainSpec  # noqa: E402
 
 SPENT = {"checkpoint": 0.0, "database": 0.0}
 
@@ -126,8 +122,8 @@ def bare(run: RunSpec, protocol: Protocol, data_dir: Path, device: str, info: di
     loss_fn = losses.get_loss(p.loss)
     cfg = augment.config_for(run.experiment, p.augment_mode)
     gen = torch.Generator().manual_seed(p.seed)
-    x, y = _to_tensor(dataset.train, dev)
-    xv, yv = _to_tensor(dataset.validation, dev)
+    x, y = to_tensor(dataset.train, dev)
+    xv, yv = to_tensor(dataset.validation, dev)
     amp = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=perf.amp)
     best, best_model = math.inf, None
     info["setup"] = time.perf_counter() - called

@@ -1,6 +1,6 @@
 """Build, once, a database holding the whole 600-run benchmark at the paper's scale.
 
-Sweep "bench-synthetic": every run of worker.grid.expand(), 200 epochs each (120k
+Sweep "bench-synthetic": every run of db.grid.expand(), 200 epochs each (120k
 epoch rows), 829 test slices each (~490k slice rows), test summaries, checkpoints,
 one gallery mask per run and first-layer filters of the Unet-resnet18 runs. The
 numbers are random but plausible (the paper's means per experiment and
@@ -27,10 +27,11 @@ import psycopg
 from sqlalchemy import bindparam, func, insert, select, update
 
 from db import jobs, migrate
+from db.engine import make_engine, stamped_revision
+from db.grid import expand
 from db.models import Artifact, Epoch, Run, SliceResult, Sweep, TestSummary
-from db.session import dispose_engine, make_engine, session_scope, stamped_revision
-from worker.grid import expand
-from worker.protocol import Protocol
+from db.protocol import Protocol
+from db.session import dispose_engine, session_scope
 
 ROOT = Path(__file__).resolve().parent.parent
 SQLITE_PATH = ROOT / ".bench-cache" / "segbench-bench.db"

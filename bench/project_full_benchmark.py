@@ -6,7 +6,7 @@
    backward), a validation or test image one: one paper epoch (80 train + 20
    validation slices) = 260 forward passes, a run = 200 epochs + 829 test slices.
 2. A few epochs of the smallest, the median and the largest combination by FLOPs,
-   trained by worker.train.fit at --image-size on this device, give seconds per
+   trained by worker.training.trainer.fit at --image-size on this device, give seconds per
    training and per validation image (fit's own per-epoch timings, last epoch) and
    the harness time per epoch (checkpoint, recording: the interval between epoch
    ends minus training and validation).
@@ -39,10 +39,13 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from worker import data, models  # noqa: E402
-from worker.grid import ARCHITECTURES, ENCODERS, RunSpec  # noqa: E402
-from worker.protocol import Protocol, Recorder  # noqa: E402
-from worker.train import TrainSpec, device_name, fit, resolve_device  # noqa: E402
+from db.grid import ARCHITECTURES, ENCODERS, RunSpec  # noqa: E402
+from db.protocol import Protocol  # noqa: E402
+from worker import data  # noqa: E402
+from worker.training import models  # noqa: E402
+from worker.training.device import device_name, resolve_device  # noqa: E402
+from worker.training.recorder import Recorder  # noqa: E402
+from worker.training.trainer import TrainSpec, fit  # noqa: E402
 
 CACHE = ROOT / ".bench-cache" / "forward-flops.json"
 EPOCHS, TRAIN, VALIDATION, TEST, RUNS_PER_COMBO = 200, 80, 20, 829, 6

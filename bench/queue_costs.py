@@ -30,16 +30,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 
 from db import jobs, migrate  # noqa: E402
-from db.recorder import DbRecorder  # noqa: E402
-from db.session import dispose_engine, session_scope  # noqa: E402
-from worker.grid import expand  # noqa: E402
-from worker.protocol import (  # noqa: E402
+from db.grid import expand  # noqa: E402
+from db.protocol import (  # noqa: E402
     EpochRecord,
     Protocol,
     RunOutcome,
     SliceCounts,
     TestResult,
 )
+from db.session import dispose_engine, session_scope  # noqa: E402
+from worker.queue.lease import DbRecorder  # noqa: E402
 
 PG_SERVER = os.environ.get("SEGBENCH_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 FULL_RUNS, FULL_EPOCHS, TEST_SLICES, GOAL_SECONDS_PER_RUN = 600, 200, 829, 6 * 3600 / 600

@@ -3,8 +3,8 @@
 K runs of one architecture and encoder (the experiments in turn, as a stack of
 the grid would hold them), trained end to end (fit set-up, epochs, test
 evaluation, model files), three ways on the same device:
-- one at a time: worker.train.fit, run after run;
-- lockstep: worker.stacked.fit_many, one process (each run equal to fit alone);
+- one at a time: worker.training.trainer.fit, run after run;
+- lockstep: worker.training.stacked.fit_many, one process (each run equal to fit alone);
 - K processes: one fit per process, all pinned to the same cores (the device),
   started together once imported (import time is not counted).
 Plus the inner step alone (forward, backward, Adam), K separate models vs one
@@ -38,11 +38,13 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 from torch.func import functional_call, stack_module_state, vmap  # noqa: E402
 
-from worker import data, losses, models  # noqa: E402
-from worker.grid import EXPERIMENTS, RunSpec  # noqa: E402
-from worker.protocol import Protocol  # noqa: E402
-from worker.stacked import fit_many  # noqa: E402
-from worker.train import TrainSpec, device_name, fit  # noqa: E402
+from db.grid import EXPERIMENTS, RunSpec  # noqa: E402
+from db.protocol import Protocol  # noqa: E402
+from worker import data  # noqa: E402
+from worker.training import losses, models  # noqa: E402
+from worker.training.device import device_name  # noqa: E402
+from worker.training.stacked import fit_many  # noqa: E402
+from worker.training.trainer import TrainSpec, fit  # noqa: E402
 
 CHILD = textwrap.dedent(
     """
@@ -52,9 +54,9 @@ CHILD = textwrap.dedent(
     os.sched_setaffinity(0, cores)
     import torch
     torch.set_num_threads(threads)
-    from worker.grid import RunSpec
-    from worker.protocol import Protocol
-    from worker.train import TrainSpec, fit
+    from db.grid import RunSpec
+    from db.protocol import Protocol
+    from worker.training.trainer import TrainSpec, fit
     spec = json.loads(sys.argv[4])
     spec = TrainSpec(run=RunSpec(**spec["run"]), protocol=Protocol(**spec["protocol"]),
                      data_dir=Path(spec["data_dir"]), artifacts_dir=Path(spec["artifacts"]),

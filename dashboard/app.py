@@ -21,11 +21,11 @@ from dashboard import auth, data  # noqa: E402
 st.set_page_config(page_title="segbench", page_icon=":material/biotech:", layout="wide")
 
 PAGES = [
-    st.Page("live.py", title="Live", icon=":material/monitor_heart:", default=True),
-    st.Page("launch.py", title="Launch", icon=":material/rocket_launch:"),
-    st.Page("leaderboard.py", title="Leaderboard", icon=":material/leaderboard:"),
-    st.Page("analysis.py", title="Analysis", icon=":material/insights:"),
-    st.Page("gallery.py", title="Gallery", icon=":material/image:"),
+    st.Page("views/live.py", title="Live", icon=":material/monitor_heart:", default=True),
+    st.Page("views/launch.py", title="Launch", icon=":material/rocket_launch:"),
+    st.Page("views/leaderboard.py", title="Leaderboard", icon=":material/leaderboard:"),
+    st.Page("views/analysis.py", title="Analysis", icon=":material/insights:"),
+    st.Page("views/gallery.py", title="Gallery", icon=":material/image:"),
 ]
 
 page = st.navigation(PAGES)

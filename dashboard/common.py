@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 from sqlalchemy import exc as sa_exc
 
-from db.errors import DatabaseError
+from db.errors import SegbenchError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -21,12 +21,7 @@ SYNTHETIC_HELP = (
 )
 
 
-def user_error_types() -> tuple[type[BaseException], ...]:
-    from dashboard.data import QueueError
-    from worker.data import DataError
-    from worker.grid import GridError
-
-    return (DatabaseError, DataError, GridError, QueueError, ValueError, FileNotFoundError)
+USER_ERRORS = (SegbenchError, OSError)  # what a page shows as one sentence
 
 
 def one_sentence(error: BaseException) -> str:
@@ -44,7 +39,7 @@ def load(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     stop the page (never a traceback)."""
     try:
         return fn(*args, **kwargs)
-    except (sa_exc.SQLAlchemyError, *user_error_types()) as error:
+    except (sa_exc.SQLAlchemyError, *USER_ERRORS) as error:
         log.warning("dashboard read failed: %s", error)
         st.error(one_sentence(error), icon=":material/error:")
         st.stop()
@@ -55,7 +50,7 @@ def attempt(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
     """Like load() but the page goes on: the error shows and None is returned."""
     try:
         return fn(*args, **kwargs)
-    except (sa_exc.SQLAlchemyError, *user_error_types()) as error:
+    except (sa_exc.SQLAlchemyError, *USER_ERRORS) as error:
         log.warning("dashboard action failed: %s", error)
         st.error(one_sentence(error), icon=":material/error:")
         return None

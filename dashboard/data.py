@@ -4,8 +4,7 @@ Pages never build SQL. Reads are cached for a few seconds (TTL) so a page that
 re-renders every few seconds, or many people looking at once, costs one query per
 TTL; writes clear the cache so the next render shows their effect.
 
-Writes go through the same functions as the `segbench` command: db.jobs for the
-state changes, worker.cli_queue / worker.tasks for the broker.
+Writes go through worker.queue.service, the functions the `segbench` command calls.
 """
 
 from __future__ import annotations
@@ -19,11 +18,16 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from db import jobs, queries
+from dashboard.arrays import intensity_histogram
+from db import queries
+from db.grid import RunSpec
+from db.protocol import Protocol
 from db.session import redact, session_scope
 from db.settings import get_settings
-from worker.grid import RunSpec
-from worker.protocol import Protocol
+from worker.data.dataset import dataset_info as read_dataset_info
+from worker.data.dataset import load_dataset
+from worker.data.errors import DataError
+from worker.queue import service
 
 log = logging.getLogger(__name__)
 
@@ -172,9 +176,7 @@ def unpack_mask(data: bytes, shape: Sequence[int]) -> np.ndarray:
 
 @st.cache_data(ttl=DATASET_TTL_S, show_spinner=False)
 def dataset_info(data_dir: str) -> dict[str, Any]:
-    from worker.data import dataset_info as info
-
-    return info(data_dir)
+    return read_dataset_info(data_dir)
 
 
 @st.cache_data(ttl=DATASET_TTL_S, show_spinner="Reading the test slice…", max_entries=8)
@@ -182,8 +184,6 @@ def ground_truth_slice(
     data_dir: str, experiment: str, image_size: int, index: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """The normalised test image and ground-truth mask at test index `index`."""
-    from worker.data import DataError, load_dataset
-
     test = load_dataset(data_dir, experiment, image_size).test
     if not 0 <= index < len(test):
         raise DataError(
@@ -195,9 +195,6 @@ def ground_truth_slice(
 
 @st.cache_data(ttl=DATASET_TTL_S, show_spinner="Reading the dataset…", max_entries=4)
 def intensity_histograms(data_dir: str, experiment: str, image_size: int) -> pd.DataFrame:
-    from dashboard.arrays import intensity_histogram
-    from worker.data import load_dataset
-
     ds = load_dataset(data_dir, experiment, image_size)
     return intensity_histogram({"train": ds.train, "test": ds.test})
 
@@ -209,37 +206,17 @@ def clear_cache() -> None:
     st.cache_data.clear()
 
 
-class QueueError(RuntimeError):
-    """The broker is not configured, does not answer, or did not take the run ids."""
-
-
-def _connect_broker(url: str) -> None:
-    """What `segbench submit` does before it touches the database: choose the broker
-    for this database (the embedded one beside a SQLite file) and check it answers."""
-    from worker import tasks
-
-    try:
-        tasks.configure(url)
-        tasks.check_broker()
-    except tasks.BrokerError as error:
-        raise QueueError(str(error)) from None
-
-
 def enqueue(
     url: str, *, specs: Sequence[RunSpec], protocol: Protocol, sweep: str, data_dir: str
 ) -> list[int]:
-    """Put runs in the queue through the function `segbench submit` uses (rows in the
-    database, then the ids of the queued ones to the broker). Returns the ids of the
-    selected runs, new or already there."""
-    from worker import cli_queue, tasks
-
-    _connect_broker(url)
+    """Put runs in the queue as `segbench submit` does (rows in the database, then the
+    ids of the queued ones to the broker). Returns the ids of the selected runs, new or
+    already there."""
     try:
-        result = cli_queue.submit_runs(
+        service.connect_broker(url)
+        result = service.submit_runs(
             list(specs), protocol, data=Path(data_dir), sweep=sweep, db_url=url
         )
-    except tasks.BrokerError as error:
-        raise QueueError(str(error)) from None
     finally:
         clear_cache()
     return list(result["runs"])
@@ -249,27 +226,15 @@ def cancel(
     url: str, *, run_ids: Sequence[int] | None = None, sweep: str | None = None
 ) -> dict[str, list[int]]:
     """`segbench cancel`: queued runs at once, running ones after their epoch."""
-    with session_scope(url) as session:
-        result = jobs.cancel(session, run_ids=run_ids, sweep=sweep)
-    clear_cache()
-    return result
+    try:
+        return service.cancel(url, run_ids=run_ids, sweep=sweep)
+    finally:
+        clear_cache()
 
 
 def retry(url: str, *, run_ids: Sequence[int] | None = None, sweep: str | None = None) -> list[int]:
     """`segbench retry`: failed and cancelled runs queued again and sent to the broker."""
-    from worker import tasks
-
-    _connect_broker(url)
-    with session_scope(url) as session:
-        ids = jobs.retry(session, run_ids=run_ids, sweep=sweep)
-    clear_cache()
-    if ids:
-        try:
-            tasks.publish(ids, database_url=url)
-        except Exception as error:
-            log.warning("publishing %s failed: %s", ids, error)
-            raise QueueError(
-                "The runs are queued again in the database, but sending their ids to the "
-                "broker failed; a worker's reaper will send them once the broker answers."
-            ) from None
-    return ids
+    try:
+        return service.retry(url, run_ids=run_ids, sweep=sweep)
+    finally:
+        clear_cache()

@@ -12,7 +12,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import exc as sa_exc
 
 import migrations
-from db.session import check_connection, create_fresh_engine, normalize_url, unreachable
+from db.engine import check_connection, create_fresh_engine, normalize_url, unreachable
 from db.settings import get_settings
 
 MIGRATIONS_DIR = Path(migrations.__file__).resolve().parent

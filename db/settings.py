@@ -24,7 +24,7 @@ class Settings(BaseSettings):
     lease_seconds: int = 600
     max_attempts: int = 3
     dashboard_password: SecretStr | None = None
-    # Queue timings (worker/tasks.py). Redis hands an unacknowledged message to
+    # Queue timings (worker.queue). Redis hands an unacknowledged message to
     # another worker after visibility_timeout seconds: keep it longer than the
     # longest run (the claim in the database protects anyway).
     visibility_timeout: int = 2 * 24 * 3600

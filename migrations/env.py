@@ -8,8 +8,8 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy.engine import Connection, Engine
 
+from db.engine import create_fresh_engine, normalize_url
 from db.models import Base
-from db.session import create_fresh_engine, normalize_url
 from db.settings import get_settings
 
 config = context.config

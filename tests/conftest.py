@@ -34,12 +34,6 @@ def fresh_settings():
     from db.settings import get_settings
 
     caches = [get_settings]
-    try:
-        from worker.tasks import queue_settings
-
-        caches.append(queue_settings)
-    except ImportError:
-        pass
     for cache in caches:
         cache.cache_clear()
     yield

@@ -16,10 +16,10 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from db import jobs
+from db.grid import expand
+from db.protocol import EpochRecord, Protocol, RunOutcome, SliceCounts, TestResult
 from db.session import session_scope
 from db.settings import get_settings
-from worker.grid import expand
-from worker.protocol import EpochRecord, Protocol, RunOutcome, SliceCounts, TestResult
 
 REPO = Path(__file__).resolve().parents[2]
 APP = REPO / "dashboard" / "app.py"
@@ -223,12 +223,6 @@ def point_dashboard_at(monkeypatch, url: str) -> None:
 def clear_settings() -> None:
     """Forget every cached settings object and cached read (the env changed)."""
     get_settings.cache_clear()
-    try:
-        from worker.tasks import queue_settings
-    except ImportError:  # no queue installed
-        pass
-    else:
-        queue_settings.cache_clear()
     st.cache_data.clear()
 
 

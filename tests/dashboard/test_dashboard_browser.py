@@ -159,10 +159,10 @@ def test_enqueue_from_launch_and_watch_on_live(served, browser):
 
     with session_scope(url) as session:
         assert queue_counts(session, sweep="e2e-sweep")["queued"] == 2
-    from worker import tasks
+    from worker.queue import broker
 
-    tasks.configure(url)  # the embedded broker beside the SQLite file
-    assert tasks.queue_depth() == 2
+    broker.configure(url)  # the embedded broker beside the SQLite file
+    assert broker.queue_depth() == 2
 
     page.goto(f"{base}/")  # Live is the default page
     settle(page)

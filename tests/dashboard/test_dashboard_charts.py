@@ -8,8 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dashboard import arrays, charts
+from dashboard import arrays
 from dashboard.data import filters_key, unpack_mask
+from worker.results import charts
+from worker.results.density import density_grid, gaussian_kde_2d
 
 
 def spec(chart) -> dict:
@@ -83,7 +85,7 @@ def test_init_boxplot_offsets_random_and_imagenet():
 
 def test_dice_vs_parameters_over_a_density():
     runs = runs_frame()
-    density = arrays.density_grid(runs["parameters_m"], runs["dice"], size=10)
+    density = density_grid(runs["parameters_m"], runs["dice"], size=10)
     assert len(density) == 100 and (density["density"] > 0).all()
     d = spec(charts.dice_vs_parameters(runs, density))
     marks = [layer["mark"]["type"] for layer in d["layer"]]
@@ -91,7 +93,7 @@ def test_dice_vs_parameters_over_a_density():
     assert d["layer"][1]["encoding"]["x"]["field"] == "parameters_m"
     assert d["layer"][1]["encoding"]["color"]["field"] == "architecture"
     assert d["resolve"]["scale"]["color"] == "independent"
-    empty = spec(charts.dice_vs_parameters(runs, arrays.density_grid([1, 1], [2, 2])))
+    empty = spec(charts.dice_vs_parameters(runs, density_grid([1, 1], [2, 2])))
     assert [layer["mark"]["type"] for layer in empty["layer"]] == ["circle"]
 
 
@@ -102,7 +104,7 @@ def test_density_matches_scipy_gaussian_kde():
     points = np.vstack([rng.normal(20, 8, 50), rng.normal(90, 2, 50) + rng.normal(0, 1, 50)])
     at = np.vstack([rng.uniform(0, 40, 30), rng.uniform(85, 95, 30)])
     expected = gaussian_kde(points)(at)
-    assert np.allclose(arrays.gaussian_kde_2d(points, at), expected, rtol=1e-10)
+    assert np.allclose(gaussian_kde_2d(points, at), expected, rtol=1e-10)
 
 
 @pytest.mark.parametrize(
@@ -110,7 +112,7 @@ def test_density_matches_scipy_gaussian_kde():
     [([], []), ([1.0, 2.0], [3.0, 4.0]), ([1, 1, 1, 1], [1, 2, 3, 4]), ([1, 2, 3], [1, 2, 3])],
 )
 def test_density_grid_is_empty_when_no_density_exists(x, y):
-    assert arrays.density_grid(x, y).empty
+    assert density_grid(x, y).empty
 
 
 def test_loss_bands_mean_line_and_std_band():

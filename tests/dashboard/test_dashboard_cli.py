@@ -5,7 +5,7 @@ from __future__ import annotations
 from typer.testing import CliRunner
 
 from worker.cli import load_commands
-from worker.cli_dashboard import APP, dashboard_environment, streamlit_command
+from worker.cli.dashboard import APP, dashboard_environment, streamlit_command
 
 
 def test_streamlit_command_binds_to_localhost_headless():

@@ -9,17 +9,23 @@ from dashboard_fixtures import OTHER_SWEEP, SWEEP, open_page, point_dashboard_at
 from db.queries import queue_counts
 from db.session import session_scope
 
-PAGES = ["live.py", "launch.py", "leaderboard.py", "analysis.py", "gallery.py"]
-READ_PAGES = ["live.py", "leaderboard.py", "analysis.py", "gallery.py"]
+PAGES = [
+    "views/live.py",
+    "views/launch.py",
+    "views/leaderboard.py",
+    "views/analysis.py",
+    "views/gallery.py",
+]
+READ_PAGES = ["views/live.py", "views/leaderboard.py", "views/analysis.py", "views/gallery.py"]
 BADGE = "SYNTHETIC DATA"
 
 
 def broker_messages(url: str) -> int:
     """Run ids waiting in the embedded broker beside the SQLite database."""
-    from worker import tasks
+    from worker.queue import broker
 
-    tasks.configure(url)
-    return tasks.queue_depth()
+    broker.configure(url)
+    return broker.queue_depth()
 
 
 def no_exception(at) -> None:
@@ -35,7 +41,7 @@ def test_empty_database_says_so(empty_url, page):
 
 
 def test_launch_on_empty_database_offers_the_form(empty_url):
-    at = open_page("launch.py")
+    at = open_page("views/launch.py")
     no_exception(at)
     assert at.metric[0].value == "600"  # nothing chosen: the whole grid
     assert any("No sweep yet" in i.value for i in at.info)
@@ -92,7 +98,7 @@ def test_live_filters_by_sweep(populated):
 
 
 def test_leaderboard_top_row_is_the_best_dice(populated):
-    at = open_page("leaderboard.py")
+    at = open_page("views/leaderboard.py")
     no_exception(at)
     board = at.dataframe[0].value
     assert len(board) == sum(populated.counts.values())
@@ -103,7 +109,7 @@ def test_leaderboard_top_row_is_the_best_dice(populated):
 
 
 def test_leaderboard_filters_reduce_the_rows(populated):
-    at = open_page("leaderboard.py")
+    at = open_page("views/leaderboard.py")
     everything = len(at.dataframe[0].value)
     at.multiselect(key="lb_arch").set_value(["unet"]).run()
     unet = at.dataframe[0].value
@@ -117,14 +123,14 @@ def test_leaderboard_filters_reduce_the_rows(populated):
 
 
 def test_leaderboard_sorts_by_parameters(populated):
-    at = open_page("leaderboard.py")
+    at = open_page("views/leaderboard.py")
     at.selectbox(key="lb_sort").set_value("parameters_m").run()
     params = at.dataframe[0].value["params (M)"].dropna()
     assert params.is_monotonic_increasing
 
 
 def test_analysis_draws_the_figures(populated):
-    at = open_page("analysis.py")
+    at = open_page("views/analysis.py")
     no_exception(at)
     assert at.selectbox(key="an_sweep").value == SWEEP  # the sweep with results
     charts = at.get("vega_lite_chart")
@@ -134,7 +140,7 @@ def test_analysis_draws_the_figures(populated):
 
 
 def test_gallery_shows_masks_and_filters_without_the_dataset(populated):
-    at = open_page("gallery.py")
+    at = open_page("views/gallery.py")
     no_exception(at)
     models = at.multiselect(key=f"gal_models_{SWEEP}_lung-segmentation").value
     assert len(models) == 8  # best and worst encoder of each of 4 architectures
@@ -146,7 +152,7 @@ def test_gallery_shows_masks_and_filters_without_the_dataset(populated):
 
 
 def test_launch_counts_the_selection(populated):
-    at = open_page("launch.py")
+    at = open_page("views/launch.py")
     at.multiselect(key="launch_architectures").set_value(["unet", "fpn"]).run()
     at.multiselect(key="launch_families").set_value(["vgg"]).run()
     at.multiselect(key="launch_encoders").set_value(["resnet18"]).run()
@@ -155,7 +161,7 @@ def test_launch_counts_the_selection(populated):
 
 
 def test_launch_enqueues_a_sweep(populated, synthetic_data):
-    at = open_page("launch.py")
+    at = open_page("views/launch.py")
     at.text_input(key="launch_data_dir").set_value(str(synthetic_data)).run()
     at.multiselect(key="launch_experiments").set_value(["lung-segmentation"]).run()
     at.multiselect(key="launch_encoders").set_value(["resnet18"]).run()
@@ -171,11 +177,11 @@ def test_launch_enqueues_a_sweep(populated, synthetic_data):
 
 
 def test_full_benchmark_needs_its_confirmation(populated, synthetic_data, monkeypatch):
-    from worker import tasks
+    from worker.queue import broker
 
     sent: list[int] = []  # the embedded broker takes ~15 s for 600 messages: count them
-    monkeypatch.setattr(tasks, "publish", lambda ids, **_: sent.extend(ids) or len(sent))
-    at = open_page("launch.py")
+    monkeypatch.setattr(broker, "publish", lambda ids, **_: sent.extend(ids) or len(sent))
+    at = open_page("views/launch.py")
     at.text_input(key="launch_data_dir").set_value(str(synthetic_data)).run()
     assert at.button(key="launch_full_enqueue").disabled
     at.checkbox(key="launch_full_confirm").check().run()
@@ -188,7 +194,7 @@ def test_full_benchmark_needs_its_confirmation(populated, synthetic_data, monkey
 
 
 def test_cancel_and_retry_a_sweep(populated):
-    at = open_page("launch.py")
+    at = open_page("views/launch.py")
     at.selectbox(key="manage_sweep").set_value(SWEEP).run()
     at.button(key="manage_cancel_sweep").click().run()
     no_exception(at)
@@ -204,7 +210,7 @@ def test_cancel_and_retry_a_sweep(populated):
 
 
 def test_cancel_chosen_runs(populated):
-    at = open_page("launch.py")
+    at = open_page("views/launch.py")
     at.selectbox(key="manage_sweep").set_value(OTHER_SWEEP).run()
     at.multiselect(key="manage_runs").set_value(populated.other_ids[:1]).run()
     at.button(key="manage_cancel_runs").click().run()
@@ -218,14 +224,14 @@ def test_password_guards_actions_not_reading(populated, monkeypatch):
 
     monkeypatch.setenv("SEGBENCH_DASHBOARD_PASSWORD", "s3cret")
     get_settings.cache_clear()
-    at = open_page("launch.py")
+    at = open_page("views/launch.py")
     no_exception(at)
     assert at.button(key="launch_enqueue").disabled
     assert at.button(key="manage_cancel_sweep").disabled
     assert any("password" in i.value for i in at.info)
-    at.switch_page("leaderboard.py").run()
+    at.switch_page("views/leaderboard.py").run()
     assert len(at.dataframe[0].value) > 0  # reading needs no password
-    at.switch_page("launch.py").run()
+    at.switch_page("views/launch.py").run()
     at.sidebar.text_input(key="segbench_password").set_value("wrong").run()
     assert at.button(key="manage_cancel_sweep").disabled
     at.sidebar.text_input(key="segbench_password").set_value("s3cret").run()
@@ -239,24 +245,24 @@ def test_nan_losses_are_a_warning_not_an_error(postgres_url, monkeypatch):
     no_exception(at)
     assert any("NaN" in w.value for w in at.warning), texts(at)
     assert len(at.get("vega_lite_chart")) == 1
-    for page in ("leaderboard.py", "analysis.py"):
+    for page in ("views/leaderboard.py", "views/analysis.py"):
         at.switch_page(page).run()
         no_exception(at)
     assert at.get("vega_lite_chart")
-    at.switch_page("leaderboard.py").run()
+    at.switch_page("views/leaderboard.py").run()
     assert at.dataframe[0].value["run"].iloc[0] == populated.best_id
 
 
 def test_gallery_and_histograms_read_the_sweeps_dataset(empty_url, synthetic_data):
     populate(empty_url, data_dir=str(synthetic_data))
-    at = open_page("gallery.py")
+    at = open_page("views/gallery.py")
     no_exception(at)
     assert not at.error, texts(at)
     captions = [c.value for c in at.caption]
     images = at.get("image")
     assert len(images) == 1 + 8 + 2  # ground truth, 8 models, filters before/after
     assert any("this slice" in str(c) for c in captions + [i.proto for i in images])
-    at.switch_page("analysis.py").run()
+    at.switch_page("views/analysis.py").run()
     at.toggle(key="an_histograms").set_value(True).run()
     no_exception(at)
     assert not at.error, texts(at)

@@ -16,7 +16,13 @@ from streamlit.testing.v1 import AppTest
 from db.session import dispose_engine
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
-PAGES = ["live.py", "launch.py", "leaderboard.py", "analysis.py", "gallery.py"]
+PAGES = [
+    "views/live.py",
+    "views/launch.py",
+    "views/leaderboard.py",
+    "views/analysis.py",
+    "views/gallery.py",
+]
 BUDGET_S = 1.0
 
 pytestmark = [

@@ -13,8 +13,9 @@ from pytest_alembic.plugin.fixtures import alembic_runner  # noqa: F401  (also w
 from sqlalchemy import text
 
 from db import migrate
+from db.engine import make_engine
 from db.models import Base
-from db.session import make_engine, session_scope
+from db.session import session_scope
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -3,9 +3,9 @@ them from here (not from conftest, whose name other test folders share)."""
 
 from __future__ import annotations
 
+from db.grid import expand
+from db.protocol import EpochRecord, Protocol, RunOutcome, SliceCounts, TestResult
 from db.session import session_scope
-from worker.grid import expand
-from worker.protocol import EpochRecord, Protocol, RunOutcome, SliceCounts, TestResult
 
 BACKENDS = ["sqlite", "postgresql"]
 DATASET = {"name": "synthetic-test", "kind": "synthetic", "synthetic": True, "manifest_hash": "m1"}

@@ -11,11 +11,11 @@ from sqlalchemy import func, select, update
 
 from db import jobs
 from db.errors import SweepConflict, UnknownRun, UnknownSweep
+from db.grid import expand
 from db.models import Artifact, Epoch, Run, SliceResult, Sweep, TestSummary, utcnow
-from db.recorder import DbRecorder
+from db.protocol import Protocol
 from db.session import session_scope
-from worker.grid import expand
-from worker.protocol import Protocol
+from worker.queue.lease import DbRecorder
 
 
 def count(session, model) -> int:

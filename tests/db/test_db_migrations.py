@@ -14,9 +14,10 @@ from pytest_alembic.tests import (  # noqa: F401  (collected as tests here)
 from sqlalchemy import func, inspect, select, text
 
 from db import migrate
+from db.engine import create_fresh_engine
 from db.errors import DatabaseUnreachable, SchemaOutdated
 from db.models import SCHEMA_REVISION, Base, Run
-from db.session import create_fresh_engine, ensure_schema, session_scope
+from db.session import ensure_schema, session_scope
 
 
 @pytest.fixture

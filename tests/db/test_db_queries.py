@@ -11,8 +11,8 @@ from db_helpers import PROTOCOL, epoch_record, make_outcome, submit_runs
 
 from db import jobs, queries
 from db.errors import UnknownRun, UnknownSweep
+from db.grid import expand
 from db.session import session_scope
-from worker.grid import expand
 
 ENCODERS = ["resnet18", "vgg11", "efficientnet-b0"]
 EPOCHS = PROTOCOL.epochs

@@ -56,7 +56,7 @@ def pg_redis(pg_url, redis_url, tmp_path) -> Iterator[Stack]:
 @pytest.fixture
 def embedded(tmp_path) -> Iterator[Stack]:
     """SQLite + the serverless SQLite broker: the one-laptop deployment."""
-    from worker.tasks import embedded_broker_url
+    from worker.queue.broker import embedded_broker_url
 
     db_url = f"sqlite:///{tmp_path / 'segbench.db'}"
     broker_url = embedded_broker_url(db_url)

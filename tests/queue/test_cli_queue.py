@@ -8,12 +8,12 @@ from queue_stack import TINY
 
 from db import jobs
 from db.session import session_scope
-from worker import tasks
+from worker.queue import broker
 
 
 def depth(stack) -> int:
-    tasks.configure(stack.db_url, stack.broker_url)
-    return tasks.queue_depth()
+    broker.configure(stack.db_url, stack.broker_url)
+    return broker.queue_depth()
 
 
 def test_submit_prints_sweep_and_run_ids_and_sends_them(embedded, synthetic_data):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from worker.tasks import QueueSettings
+from db.settings import Settings as QueueSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 SEGBENCH_SERVICES = ("migrate", "worker", "dashboard")

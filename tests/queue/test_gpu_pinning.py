@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from worker import runner
+from worker.queue import gpu
+from worker.training.device import resolve_device
 
 
 @pytest.fixture
@@ -18,33 +19,33 @@ def two_gpus(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     yield tmp_path / "locks"
-    for handle in runner._held_locks:
+    for handle in gpu._held_locks:
         handle.close()
-    runner._held_locks.clear()
+    gpu._held_locks.clear()
 
 
 def test_workers_take_different_gpus_until_none_is_left(two_gpus, monkeypatch):
-    assert runner.pin_gpu("auto", two_gpus) == "gpu 0"
+    assert gpu.pin_gpu("auto", two_gpus) == "gpu 0"
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "0"
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
-    assert runner.pin_gpu("auto", two_gpus) == "gpu 1"
+    assert gpu.pin_gpu("auto", two_gpus) == "gpu 1"
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     with pytest.raises(ValueError, match="already has a worker"):
-        runner.pin_gpu("auto", two_gpus)
+        gpu.pin_gpu("auto", two_gpus)
 
 
 def test_a_gpu_is_free_again_when_its_worker_ends(two_gpus, monkeypatch):
-    assert runner.pin_gpu("auto", two_gpus) == "gpu 0"
-    runner._held_locks.pop().close()  # the worker process ended
+    assert gpu.pin_gpu("auto", two_gpus) == "gpu 0"
+    gpu._held_locks.pop().close()  # the worker process ended
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
-    assert runner.pin_gpu("auto", two_gpus) == "gpu 0"
+    assert gpu.pin_gpu("auto", two_gpus) == "gpu 0"
 
 
 def test_explicit_choices_and_an_existing_pin_are_kept(two_gpus, monkeypatch):
-    assert runner.pin_gpu("1", two_gpus) == "gpu 1"
-    assert runner.pin_gpu("auto", two_gpus) == "CUDA_VISIBLE_DEVICES=1"
-    assert runner.pin_gpu("none", two_gpus) == "cpu"
+    assert gpu.pin_gpu("1", two_gpus) == "gpu 1"
+    assert gpu.pin_gpu("auto", two_gpus) == "CUDA_VISIBLE_DEVICES=1"
+    assert gpu.pin_gpu("none", two_gpus) == "cpu"
     assert os.environ["CUDA_VISIBLE_DEVICES"] == ""
-    assert runner.resolve_device("auto") == "cpu"
+    assert str(resolve_device("auto")) == "cpu"
     with pytest.raises(ValueError, match="Unknown --gpu 'two'"):
-        runner.pin_gpu("two", two_gpus)
+        gpu.pin_gpu("two", two_gpus)

@@ -9,20 +9,20 @@ from sqlalchemy import update
 from db import jobs
 from db.models import Run
 from db.session import session_scope
-from worker import tasks
-from worker.reaper import Reaper
+from worker.queue import broker
+from worker.queue.reaper import Reaper
 
 
 @pytest.fixture(params=["embedded", "pg_redis"])
 def stack(request):
     stack = request.getfixturevalue(request.param)
-    tasks.configure(stack.db_url, stack.broker_url)
+    broker.configure(stack.db_url, stack.broker_url)
     return stack
 
 
 def purge() -> None:
-    with tasks.app.connection_for_write() as connection:
-        connection.default_channel.queue_purge(tasks.QUEUE)
+    with broker.app.connection_for_write() as connection:
+        connection.default_channel.queue_purge(broker.QUEUE)
 
 
 def claim_expired(stack, run_id: int, attempts: int | None = None) -> None:
@@ -39,7 +39,7 @@ def test_expired_lease_is_requeued_and_published(stack, synthetic_data):
     result = Reaper(stack.db_url).tick()
     assert result["requeued"] == [run_id]
     assert stack.runs()[run_id]["status"] == "queued"
-    assert tasks.queue_depth() == 1
+    assert broker.queue_depth() == 1
 
 
 def test_run_whose_last_attempt_expired_fails_with_a_reason(stack, synthetic_data):
@@ -51,7 +51,7 @@ def test_run_whose_last_attempt_expired_fails_with_a_reason(stack, synthetic_dat
     run = stack.runs()[run_id]
     assert run["status"] == "failed"
     assert "gave up after 3 attempts" in run["error"]
-    assert tasks.queue_depth() == 0
+    assert broker.queue_depth() == 0
 
 
 def test_expired_run_with_a_cancel_request_ends_cancelled(stack, synthetic_data):
@@ -62,7 +62,7 @@ def test_expired_run_with_a_cancel_request_ends_cancelled(stack, synthetic_data)
         jobs.cancel(session, run_ids=[run_id])
     Reaper(stack.db_url).tick()
     assert stack.runs()[run_id]["status"] == "cancelled"
-    assert tasks.queue_depth() == 0
+    assert broker.queue_depth() == 0
 
 
 def test_queued_runs_without_a_message_are_republished_on_the_second_empty_tick(
@@ -75,16 +75,16 @@ def test_queued_runs_without_a_message_are_republished_on_the_second_empty_tick(
     purge()  # as if the broker restarted without persistence
     assert reaper.tick()["republished"] == []  # maybe a worker has just taken them
     assert reaper.tick()["republished"] == ids
-    assert tasks.queue_depth() == 2
+    assert broker.queue_depth() == 2
     assert reaper.tick()["republished"] == []
 
 
 def test_delivered_messages_are_deleted_from_the_embedded_broker(embedded, synthetic_data):
     from sqlalchemy import create_engine, text
 
-    from worker.reaper import compact_embedded_broker
+    from worker.queue.broker import compact_embedded_broker
 
-    tasks.configure(embedded.db_url, embedded.broker_url)
+    broker.configure(embedded.db_url, embedded.broker_url)
     embedded.submit(*TINY, data=synthetic_data)
     engine = create_engine(embedded.broker_url.removeprefix("sqla+"))
     with engine.begin() as connection:
@@ -94,4 +94,4 @@ def test_delivered_messages_are_deleted_from_the_embedded_broker(embedded, synth
     with engine.begin() as connection:
         assert connection.execute(text("SELECT count(*) FROM kombu_message")).scalar() == 1
     engine.dispose()
-    assert tasks.queue_depth() == 1
+    assert broker.queue_depth() == 1

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from db.models import TestSummary
 from db.session import session_scope
-from worker import tasks
+from worker.queue import broker
 
 pytestmark = pytest.mark.slow
 
@@ -67,8 +67,8 @@ def test_killed_pool_process_is_requeued_not_lost(embedded, synthetic_data):
 def test_the_same_message_delivered_twice_trains_once(pg_redis, synthetic_data):
     s = pg_redis
     (run_id,) = s.submit(*TINY, data=synthetic_data, epochs=3)
-    tasks.configure(s.db_url, s.broker_url)
-    tasks.publish([run_id, run_id])
+    broker.configure(s.db_url, s.broker_url)
+    broker.publish([run_id, run_id])
     worker = s.start_worker(concurrency=2)
     s.wait_finished(180)
     assert_succeeded_once(s, run_id, epochs=3, attempts=1)
@@ -103,7 +103,7 @@ def test_redis_restart_while_a_run_trains(pg_redis, synthetic_data):
     s.start_worker()
     s.wait(lambda runs: runs[training]["epoch"] >= 2, 180, "epoch 2")
     restart_redis()  # nothing saved: the waiting run's message is gone
-    assert redis_client().llen(tasks.QUEUE) == 0
+    assert redis_client().llen(broker.QUEUE) == 0
     s.wait_finished(240)
     assert_succeeded_once(s, training, epochs=16, attempts=1)  # never interrupted
     assert_succeeded_once(s, waiting, epochs=2, attempts=1)  # republished by the reaper

@@ -1,7 +1,8 @@
-"""worker.runner.execute in this process: the logic of one delivery, without Celery."""
+"""worker.queue.runner.execute in this process: the logic of one delivery, without Celery."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -13,22 +14,19 @@ from sqlalchemy import update
 from db import jobs
 from db.models import Run
 from db.session import session_scope
-from worker import runner
+from worker.queue import runner
 
 
 @pytest.fixture
 def stack(embedded, monkeypatch):
     from db.settings import get_settings
-    from worker.tasks import queue_settings
 
     for key, value in embedded.env.items():
         if key.startswith("SEGBENCH_") or key in FAST:
             monkeypatch.setenv(key, value)
     get_settings.cache_clear()
-    queue_settings.cache_clear()
     yield embedded
     get_settings.cache_clear()
-    queue_settings.cache_clear()
 
 
 def execute(stack, run_id: int, worker: str = "node@host/1", **kwargs) -> str:
@@ -112,8 +110,8 @@ def test_a_dead_process_of_the_same_node_gives_its_run_up_at_once(stack, synthet
     with session_scope(stack.db_url) as session:
         jobs.claim(session, run_id=run_id, worker=f"node@host/{dead_pid()}")
         # another node cannot know whether that pid is alive on its machine
-        assert not runner.expire_lease_of_dead_process(session, run_id=run_id, node="other@x")
-        assert runner.expire_lease_of_dead_process(session, run_id=run_id, node="node@host")
+        assert not jobs.expire_lease_of_dead_process(session, run_id=run_id, node="other@x")
+        assert jobs.expire_lease_of_dead_process(session, run_id=run_id, node="node@host")
     with session_scope(stack.db_url) as session:
         claimed = jobs.claim(session, run_id=run_id, worker="node@host/2")
     assert claimed is not None and claimed.attempts == 2
@@ -122,5 +120,5 @@ def test_a_dead_process_of_the_same_node_gives_its_run_up_at_once(stack, synthet
 def test_a_live_process_keeps_its_run(stack, synthetic_data):
     (run_id,) = stack.submit(*TINY, data=synthetic_data, epochs=2)
     with session_scope(stack.db_url) as session:
-        jobs.claim(session, run_id=run_id, worker=f"node@host/{runner.os.getpid()}")
+        jobs.claim(session, run_id=run_id, worker=f"node@host/{os.getpid()}")
     assert execute(stack, run_id, worker="node@host/2") == runner.SKIPPED

@@ -80,7 +80,6 @@ def test_twelve_runs_on_the_embedded_default(tmp_path, synthetic_data, monkeypat
     from db.session import dispose_engine
     from db.settings import get_settings
     from worker.cli import load_commands
-    from worker.tasks import queue_settings
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("SEGBENCH_")}
     env.update(FAST, SEGBENCH_ARTIFACTS_DIR=str(tmp_path / "artifacts"))
@@ -88,7 +87,6 @@ def test_twelve_runs_on_the_embedded_default(tmp_path, synthetic_data, monkeypat
     for key in [k for k in os.environ if k.startswith("SEGBENCH_")]:
         monkeypatch.delenv(key)
     get_settings.cache_clear()
-    queue_settings.cache_clear()
     stack = Stack(f"sqlite:///{tmp_path / 'segbench.db'}", "", tmp_path, env)
     try:
         result = CliRunner().invoke(
@@ -118,7 +116,6 @@ def test_twelve_runs_on_the_embedded_default(tmp_path, synthetic_data, monkeypat
         stack.stop_workers()
         dispose_engine(stack.db_url)
         get_settings.cache_clear()
-        queue_settings.cache_clear()
 
 
 def free_port() -> int:

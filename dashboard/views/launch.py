@@ -1,0 +1,162 @@
+"""Launch: choose a part of the grid and a protocol, see how many runs it makes, enqueue
+it (or, with a confirmation, the full 600-model benchmark); cancel or retry runs."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import streamlit as st
+
+from dashboard import auth, common, data
+from db.grid import ARCHITECTURES, ENCODERS, EXPERIMENTS, FAMILIES, INITS, expand
+from db.protocol import LOSSES, METRIC_MODES, Protocol
+from db.settings import get_settings
+
+FULL_BENCHMARK = 600
+IMAGE_SIZES = [64, 128, 256, 512]
+
+st.title("Launch")
+url = data.database_url()
+can_act = auth.authorised()
+if not can_act:
+    auth.locked_note()
+
+st.subheader("What to train")
+st.caption("An empty choice means all of them. Encoders and families add up.")
+left, right = st.columns(2)
+experiments = left.multiselect("Experiments", EXPERIMENTS, key="launch_experiments")
+architectures = right.multiselect("Architectures", list(ARCHITECTURES), key="launch_architectures")
+families = left.multiselect("Encoder families", FAMILIES, key="launch_families")
+encoders = right.multiselect("Encoders", list(ENCODERS), key="launch_encoders")
+inits = left.multiselect("Weight init", INITS, key="launch_inits")
+
+st.subheader("Protocol")
+c1, c2, c3, c4 = st.columns(4)
+epochs = c1.number_input("Epochs", 1, 1000, 200, key="launch_epochs", help="Paper: 200.")
+image_size = c2.selectbox("Image size", IMAGE_SIZES, index=3, key="launch_image_size")
+loss = c3.selectbox(
+    "Loss", LOSSES, key="launch_loss", help="soft-dice: the paper's text; authors-dice: its code."
+)
+batch_size = c4.number_input("Batch size", 1, 64, 2, key="launch_batch_size", help="Paper: 2.")
+c1, c2, c3 = st.columns([2, 1, 1])
+data_dir = c1.text_input("Dataset folder", get_settings().data_dir, key="launch_data_dir")
+metric_mode = c2.selectbox("Metrics", METRIC_MODES, key="launch_metric_mode")
+seed = c3.number_input("Seed", 0, 2**31 - 1, 0, key="launch_seed")
+default_sweep = f"sweep-{datetime.now(UTC):%Y%m%d-%H%M}"
+sweep = st.text_input("Sweep name", default_sweep, key="launch_sweep").strip()
+
+specs = common.attempt(expand, experiments, architectures, encoders, families, inits) or []
+protocol = common.attempt(
+    Protocol,
+    epochs=int(epochs),
+    image_size=int(image_size),
+    batch_size=int(batch_size),
+    loss=loss,
+    metric_mode=metric_mode,
+    seed=int(seed),
+)
+dataset = common.attempt(data.dataset_info, data_dir.strip()) if data_dir.strip() else None
+if not data_dir.strip():
+    st.error("Name the dataset folder (made by `segbench data fetch` or `segbench data synth`).")
+if dataset is not None:
+    st.caption(f"Dataset: **{dataset['name']}** ({dataset['kind']}).")
+    common.synthetic_badge(dataset["synthetic"])
+
+m1, m2 = st.columns([1, 3])
+m1.metric("Runs in this selection", len(specs))
+m2.caption(
+    f"{len(specs)} runs × {int(epochs)} epochs = {len(specs) * int(epochs):,} epochs of training."
+)
+ready = bool(specs) and protocol is not None and dataset is not None and bool(sweep) and can_act
+
+
+def do_enqueue(chosen, sweep_name: str) -> None:
+    ids = common.attempt(
+        data.enqueue,
+        url,
+        specs=chosen,
+        protocol=protocol,
+        sweep=sweep_name,
+        data_dir=data_dir.strip(),
+    )
+    if ids is not None:
+        st.success(
+            f"Sweep '{sweep_name}' holds these {len(ids)} runs (runs it already had are left "
+            "as they were); follow them on the Live page.",
+            icon=":material/check_circle:",
+        )
+
+
+if st.button(
+    f"Enqueue {len(specs)} runs", type="primary", disabled=not ready, key="launch_enqueue"
+):
+    do_enqueue(specs, sweep)
+
+with st.expander("The full benchmark: all 600 models of the paper"):
+    st.write(
+        "4 architectures × 25 encoders × 2 inits × 3 experiments, with the protocol above, "
+        f"{FULL_BENCHMARK * int(epochs):,} epochs of training in all."
+    )
+    full_sweep = st.text_input("Sweep name", "paper-benchmark", key="launch_full_sweep").strip()
+    confirmed = st.checkbox(
+        f"Yes, enqueue all {FULL_BENCHMARK} runs in sweep '{full_sweep}'.",
+        key="launch_full_confirm",
+    )
+    full_ready = confirmed and protocol is not None and dataset is not None and bool(full_sweep)
+    if st.button(
+        f"Enqueue the {FULL_BENCHMARK}-model benchmark",
+        disabled=not (full_ready and can_act),
+        key="launch_full_enqueue",
+    ):
+        do_enqueue(expand(), full_sweep)
+
+st.divider()
+st.subheader("Cancel or retry")
+sweeps = common.load(data.sweeps, url)
+if sweeps.empty:
+    st.info("No sweep yet: nothing to cancel or retry.")
+    st.stop()
+chosen_sweep = common.sweep_choice(sweeps, key="manage_sweep", allow_all=False)
+row = sweeps[sweeps["name"] == chosen_sweep].iloc[0]
+st.caption(
+    " · ".join(f"{s}: {int(row[s])}" for s in ("queued", "running", "succeeded", "failed"))
+    + f" · cancelled: {int(row['cancelled'])}"
+)
+common.synthetic_badge(bool(row["synthetic"]))
+b1, b2 = st.columns(2)
+if b1.button(
+    "Cancel the sweep's queued and running runs", disabled=not can_act, key="manage_cancel_sweep"
+):
+    result = common.attempt(data.cancel, url, sweep=chosen_sweep)
+    if result is not None:
+        st.success(
+            f"Cancelled {len(result['cancelled'])} queued runs; asked "
+            f"{len(result['requested'])} running runs to stop after their epoch."
+        )
+if b2.button(
+    "Retry the sweep's failed and cancelled runs", disabled=not can_act, key="manage_retry_sweep"
+):
+    ids = common.attempt(data.retry, url, sweep=chosen_sweep)
+    if ids is not None:
+        st.success(f"Queued {len(ids)} runs again.")
+
+runs = common.load(data.leaderboard, url, data.filters_key(sweep=[chosen_sweep]))
+labels = {int(r["id"]): f"{common.run_label(r)} ({r['status']})" for _, r in runs.iterrows()}
+picked = st.multiselect(
+    "Runs",
+    list(labels),
+    format_func=labels.get,
+    key="manage_runs",
+    placeholder="Choose runs of this sweep",
+)
+r1, r2 = st.columns(2)
+if r1.button("Cancel these runs", disabled=not (picked and can_act), key="manage_cancel_runs"):
+    result = common.attempt(data.cancel, url, run_ids=picked)
+    if result is not None:
+        st.success(
+            f"Cancelled {len(result['cancelled'])}; asked {len(result['requested'])} to stop."
+        )
+if r2.button("Retry these runs", disabled=not (picked and can_act), key="manage_retry_runs"):
+    ids = common.attempt(data.retry, url, run_ids=picked)
+    if ids is not None:
+        st.success(f"Queued {len(ids)} runs again (only failed or cancelled runs are retried).")

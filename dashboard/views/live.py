@@ -1,0 +1,157 @@
+"""Live: counts by status, the running runs with progress and their loss curves, failed
+runs with their reasons. The body refreshes itself every few seconds (st.fragment)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import arrays, common, data
+from db.models import FINISHED_STATUSES, RUN_STATUSES
+from worker.results import charts
+
+REFRESH_S = 5
+MAX_DEFAULT_CURVES = 6
+CURVES_KEY = "live_curve_runs"
+TOUCHED_KEY = "live_curves_touched"
+
+st.title("Live")
+url = data.database_url()
+sweeps = common.load(data.sweeps, url)
+
+
+@st.fragment(run_every=REFRESH_S)
+def wait_for_runs() -> None:
+    """An empty database: look again every few seconds, show the page once runs exist."""
+    if not common.load(data.sweeps, url).empty:
+        st.rerun()
+    st.info("The database holds no runs yet; launch a sweep on the Launch page.")
+    st.page_link("views/launch.py", label="Launch a sweep", icon=":material/rocket_launch:")
+
+
+if sweeps.empty:
+    wait_for_runs()
+    st.stop()
+
+sweep = common.sweep_choice(sweeps, key="live_sweep")
+shown = sweeps if sweep is None else sweeps[sweeps["name"] == sweep]
+common.synthetic_badge(shown["synthetic"])
+
+
+def status_counts(counts: dict[str, int]) -> None:
+    columns = st.columns(len(RUN_STATUSES) + 1)
+    columns[0].metric("total", sum(counts.values()))
+    for column, status in zip(columns[1:], RUN_STATUSES, strict=True):
+        column.metric(status, counts.get(status, 0))
+    total = sum(counts.values())
+    done = sum(counts.get(s, 0) for s in FINISHED_STATUSES)
+    if total:
+        st.progress(done / total, text=f"{done} of {total} runs finished")
+
+
+def running_table(running: pd.DataFrame) -> None:
+    table = pd.DataFrame(
+        {
+            "run": [common.run_label(r) for _, r in running.iterrows()],
+            "sweep": running["sweep"],
+            "progress": running["epoch"] / running["epochs"].clip(lower=1),
+            "epoch": [
+                f"{e} / {n}" for e, n in zip(running["epoch"], running["epochs"], strict=True)
+            ],
+            "worker": running["worker"],
+            "time left": [common.duration(s) for s in running["eta_seconds"]],
+            "attempt": running["attempts"],
+            "note": [
+                "lease expired" if expired else ("cancelling" if cancel else "")
+                for expired, cancel in zip(
+                    running["lease_expired"], running["cancel_requested"], strict=True
+                )
+            ],
+        }
+    )
+    st.dataframe(
+        table,
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "progress": st.column_config.ProgressColumn(
+                "progress", format="percent", min_value=0.0, max_value=1.0
+            ),
+        },
+    )
+
+
+def curve_choice(running: pd.DataFrame) -> list[int]:
+    """Which runs to plot; the selection survives refreshes and finished runs."""
+    labels = {int(r["id"]): common.run_label(r) for _, r in running.iterrows()}
+    chosen = [i for i in st.session_state.get(CURVES_KEY, []) if isinstance(i, int)]
+    labels.update({i: st.session_state.get("live_labels", {}).get(i, f"#{i}") for i in chosen})
+    st.session_state["live_labels"] = labels
+    options = list(dict.fromkeys([*labels, *chosen]))
+    if not st.session_state.get(TOUCHED_KEY):
+        # Until the user picks runs, follow the runs that are training now.
+        st.session_state[CURVES_KEY] = [int(i) for i in running["id"]][:MAX_DEFAULT_CURVES]
+
+    def touched() -> None:
+        st.session_state[TOUCHED_KEY] = True
+
+    return st.multiselect(
+        "Loss curves of",
+        options,
+        key=CURVES_KEY,
+        format_func=lambda i: labels.get(i, f"#{i}"),
+        placeholder="Choose runs",
+        on_change=touched,
+    )
+
+
+def loss_curves(run_ids: list[int]) -> None:
+    curves = common.load(data.epoch_curves, url, tuple(sorted(run_ids)))
+    if curves.empty:
+        st.info("No epoch has finished yet for the chosen runs.")
+        return
+    curves = arrays.finite_losses(curves)
+    labels = st.session_state.get("live_labels", {})
+    curves["label"] = [labels.get(int(i), f"#{i}") for i in curves["run_id"]]
+    st.altair_chart(charts.loss_curves(curves), width="stretch")
+    if curves.attrs["non_finite"]:
+        st.warning(
+            f"{curves.attrs['non_finite']} loss values are NaN or infinite and are not drawn; "
+            "the training of those runs diverged."
+        )
+
+
+@st.fragment(run_every=REFRESH_S)
+def live_body() -> None:
+    counts = common.load(data.queue_counts, url, sweep)
+    status_counts(counts)
+
+    st.subheader("Running")
+    running = common.load(data.running_runs, url, sweep)
+    if running.empty:
+        waiting = counts.get("queued", 0)
+        st.info(
+            f"No run is training right now; {waiting} queued run(s) wait for a worker "
+            "(`segbench worker`)."
+            if waiting
+            else "No run is training right now."
+        )
+    else:
+        running_table(running)
+    chosen = curve_choice(running)
+    if chosen:
+        loss_curves(chosen)
+
+    failed = common.load(data.failed_runs, url, sweep)
+    st.subheader(f"Failed ({len(failed)})")
+    if failed.empty:
+        st.caption("No run has failed.")
+    else:
+        table = failed[["id", "experiment", "architecture", "encoder", "init", "attempts"]].copy()
+        table["reason"] = failed["error"].fillna("(no reason recorded)")
+        table["finished"] = failed["finished_at"]
+        st.dataframe(table, hide_index=True, width="stretch")
+    st.caption(f"Refreshes every {REFRESH_S} s.")
+
+
+live_body()

@@ -1,0 +1,64 @@
+"""Every state change of a run: the run state machine.
+
+queued -> running -> succeeded | failed | cancelled; running -> queued when the lease
+expires (the worker died); failed after `max_attempts` claims.
+
+Attempts count claims: every successful claim adds one, so `attempts` is the number
+of times a worker started the run. A lease that expires does not add another one
+(the claim that started the dead attempt already counted it); a run is claimable
+only while attempts < max_attempts, and requeue_expired fails a run whose expired
+attempt was its last. retry() resets attempts to 0; release() (a worker shutting
+down) gives a run back without counting the interrupted attempt.
+
+Each function takes the caller's session and does not commit: the caller's
+session_scope makes the whole call one transaction. Every check-then-act is a
+single conditional UPDATE, so two processes cannot both win.
+
+db.jobs.lifecycle holds the queue side (submit, claim, heartbeat, release, fail,
+cancel, retry, requeue); db.jobs.records what a running run writes (start, epochs,
+results). Both are offered here under one name.
+"""
+
+from db.jobs.lifecycle import (
+    RUN_IDENTITY,
+    ClaimedRun,
+    cancel,
+    claim,
+    expire_lease_of_dead_process,
+    fail,
+    heartbeat,
+    mark_cancelled,
+    process_alive,
+    release,
+    requeue_expired,
+    retry,
+    submit,
+)
+from db.jobs.records import (
+    finish,
+    finite_or_none,
+    is_cancel_requested,
+    record_epoch,
+    record_start,
+)
+
+__all__ = [
+    "RUN_IDENTITY",
+    "ClaimedRun",
+    "cancel",
+    "claim",
+    "expire_lease_of_dead_process",
+    "fail",
+    "finish",
+    "finite_or_none",
+    "heartbeat",
+    "is_cancel_requested",
+    "mark_cancelled",
+    "process_alive",
+    "record_epoch",
+    "record_start",
+    "release",
+    "requeue_expired",
+    "retry",
+    "submit",
+]

@@ -1,0 +1,113 @@
+"""The training/evaluation protocol of a run, and the records a run produces.
+
+These dataclasses are the contract between training (worker.training.trainer), the
+database (db.jobs) and the dashboard: plain data, no torch import.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields
+
+from db.errors import InvalidInput, check_choice
+
+LOSSES = ("soft-dice", "authors-dice")
+METRIC_MODES = ("standard", "authors-2020")
+AUGMENT_MODES = ("paper", "authors-code")
+
+
+class ProtocolError(InvalidInput):
+    """A protocol setting outside its accepted values."""
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """Hyperparameters shared by every run of a sweep (paper defaults)."""
+
+    epochs: int = 200
+    image_size: int = 512
+    batch_size: int = 2
+    lr: float = 1e-3
+    loss: str = "soft-dice"  # paper text; "authors-dice" = authors' code
+    metric_mode: str = "standard"  # or "authors-2020" (compatibility)
+    seed: int = 0
+    augment: bool = True
+    augment_mode: str = "paper"  # or "authors-code" (nearest, HU 0 padding)
+
+    def __post_init__(self) -> None:
+        check_choice("loss", self.loss, LOSSES, ProtocolError)
+        check_choice("metric mode", self.metric_mode, METRIC_MODES, ProtocolError)
+        check_choice("augmentation mode", self.augment_mode, AUGMENT_MODES, ProtocolError)
+        for name in ("epochs", "image_size", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ProtocolError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        if self.image_size % 32:
+            raise ProtocolError(
+                f"image size must be a multiple of 32 (encoder depth 5), got {self.image_size}."
+            )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Protocol:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def hash(self) -> str:
+        """Stable short hash of everything that changes a run's numbers."""
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+@dataclass
+class EpochRecord:
+    epoch: int  # 1-based
+    train_loss: float
+    val_loss: float
+    train_seconds: float
+    val_seconds: float
+    is_best: bool
+
+
+@dataclass
+class SliceCounts:
+    index: int  # position in the test set (0..N-1)
+    volume: int  # 0-based test volume
+    slice: int  # slice index inside its volume
+    tp: int
+    fp: int
+    fn: int
+    tn: int
+
+
+@dataclass
+class TestResult:
+    slices: list[SliceCounts]
+    sensitivity: float  # mean over slices, percent
+    specificity: float
+    dice: float
+    dice_std: float
+    pooled_dice: float  # Dice of the summed counts, percent
+    metric_mode: str
+    seconds: float = 0.0
+
+
+@dataclass
+class RunOutcome:
+    """Everything a finished run hands to its recorder."""
+
+    test: TestResult
+    best_epoch: int
+    best_val_loss: float
+    parameters_m: float
+    train_seconds_per_epoch: float
+    val_seconds_per_epoch: float
+    checkpoint_dir: str  # best model: safetensors + config.json
+    checkpoint_sha256: str
+    gallery: dict[int, bytes] = field(default_factory=dict)  # test index -> packed bits
+    gallery_shape: tuple[int, int] = (0, 0)
+    first_layer_before: bytes | None = None  # float32 raw, shape first_layer_shape
+    first_layer_after: bytes | None = None
+    first_layer_shape: tuple[int, ...] = ()

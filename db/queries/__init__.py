@@ -1,0 +1,65 @@
+"""Every read the dashboard, `segbench status`, the reaper and the exports make.
+
+Aggregations run in SQL; results are plain lists of dicts (pandas.DataFrame(rows)
+turns one into a frame). Filters take one value or a list of values.
+db.queries.runs reads runs and the queue, db.queries.results reads results; both are
+offered here under one name.
+"""
+
+from db.queries.results import (
+    EPOCH_COLUMNS,
+    GROUPS,
+    LEADERBOARD_COLUMNS,
+    METRICS,
+    SUCCEEDED_COLUMNS,
+    aggregates,
+    epoch_curves,
+    gallery_slice_indexes,
+    leaderboard,
+    loss_bands,
+    run_artifacts,
+    runs_with_first_layer,
+    slice_results,
+    stored_gallery_masks,
+    succeeded_runs,
+)
+from db.queries.runs import (
+    RUN_PROGRESS_COLUMNS,
+    STATUS_KEYS,
+    failed_runs,
+    queue_counts,
+    queued_run_ids,
+    run_detail,
+    running_on_node,
+    running_runs,
+    status_rows,
+    sweeps,
+)
+
+__all__ = [
+    "EPOCH_COLUMNS",
+    "GROUPS",
+    "LEADERBOARD_COLUMNS",
+    "METRICS",
+    "RUN_PROGRESS_COLUMNS",
+    "STATUS_KEYS",
+    "SUCCEEDED_COLUMNS",
+    "aggregates",
+    "epoch_curves",
+    "failed_runs",
+    "gallery_slice_indexes",
+    "leaderboard",
+    "loss_bands",
+    "queue_counts",
+    "queued_run_ids",
+    "run_artifacts",
+    "run_detail",
+    "running_on_node",
+    "running_runs",
+    "runs_with_first_layer",
+    "slice_results",
+    "status_rows",
+    "stored_gallery_masks",
+    "succeeded_runs",
+    "sweeps",
+]

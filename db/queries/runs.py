@@ -1,0 +1,186 @@
+"""Reads of runs and the queue: status, progress, failures, sweeps, one run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session
+
+from db.errors import UnknownRun
+from db.models import RUN_STATUSES, Epoch, Run, Sweep, TestSummary, utcnow
+from db.queries._shared import RUN_KEY_COLUMNS, filtered, rows_of, sweep_id
+
+STATUS_KEYS = (
+    "id",
+    "experiment",
+    "architecture",
+    "encoder",
+    "init",
+    "status",
+    "epoch",
+    "epochs",
+    "dice",
+    "sensitivity",
+    "specificity",
+)
+
+
+def queue_counts(session: Session, *, sweep: str | None = None) -> dict[str, int]:
+    """Number of runs per status (every status present, 0 if none)."""
+    stmt = select(Run.status, func.count()).group_by(Run.status)
+    if sweep is not None:
+        stmt = stmt.where(Run.sweep_id == sweep_id(session, sweep))
+    counts = dict.fromkeys(RUN_STATUSES, 0)
+    counts.update({status: count for status, count in session.execute(stmt)})
+    return counts
+
+
+# what the Live page shows of a running or failed run
+RUN_PROGRESS_COLUMNS = (
+    *RUN_KEY_COLUMNS,
+    Run.worker,
+    Run.attempts,
+    Run.epoch,
+    Run.epochs,
+)
+
+
+def running_runs(session: Session, *, sweep: str | None = None) -> list[dict[str, Any]]:
+    """Running runs with progress, worker, heartbeat and an ETA from their mean
+    seconds per epoch so far."""
+    # correlated: averages only the epochs of the few running runs, by primary key
+    per_epoch = (
+        select(func.avg(Epoch.train_seconds + Epoch.val_seconds))
+        .where(Epoch.run_id == Run.id)
+        .correlate(Run)
+        .scalar_subquery()
+    )
+    stmt = (
+        select(
+            *RUN_PROGRESS_COLUMNS,
+            Run.cancel_requested,
+            Run.started_at,
+            Run.heartbeat_at,
+            Run.lease_expires_at,
+            per_epoch.label("seconds_per_epoch"),
+        )
+        .join(Sweep, Sweep.id == Run.sweep_id)
+        .where(Run.status == "running")
+        .order_by(Run.started_at, Run.id)
+    )
+    rows = rows_of(session, filtered(stmt, sweep=sweep))
+    now = utcnow()
+    for row in rows:
+        spe = row["seconds_per_epoch"]
+        row["eta_seconds"] = None if spe is None else max(row["epochs"] - row["epoch"], 0) * spe
+        lease = row["lease_expires_at"]
+        row["lease_expired"] = lease is not None and lease < now
+    return rows
+
+
+def failed_runs(
+    session: Session, *, sweep: str | None = None, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """Failed runs with their reasons, most recent first."""
+    stmt = (
+        select(
+            *RUN_PROGRESS_COLUMNS,
+            Run.error,
+            Run.finished_at,
+        )
+        .join(Sweep, Sweep.id == Run.sweep_id)
+        .where(Run.status == "failed")
+        .order_by(Run.finished_at.desc().nulls_last(), Run.id)
+        .limit(limit)
+    )
+    return rows_of(session, filtered(stmt, sweep=sweep))
+
+
+def sweeps(session: Session) -> list[dict[str, Any]]:
+    """Every sweep with its protocol, dataset and number of runs per status."""
+    counts = [
+        func.coalesce(func.sum(case((Run.status == status, 1), else_=0)), 0).label(status)
+        for status in RUN_STATUSES
+    ]
+    stmt = (
+        select(
+            Sweep.id,
+            Sweep.name,
+            Sweep.protocol,
+            Sweep.protocol_hash,
+            Sweep.data_dir,
+            Sweep.dataset_name,
+            Sweep.dataset_kind,
+            Sweep.synthetic,
+            Sweep.created_at,
+            func.count(Run.id).label("runs"),
+            *counts,
+        )
+        .outerjoin(Run, Run.sweep_id == Sweep.id)
+        .group_by(Sweep.id)
+        .order_by(Sweep.created_at, Sweep.id)
+    )
+    return rows_of(session, stmt)
+
+
+def run_detail(session: Session, *, run_id: int) -> dict[str, Any]:
+    """Everything about one run: its row, sweep name and test summary."""
+    stmt = (
+        select(Run, Sweep.name.label("sweep"), TestSummary)
+        .join(Sweep, Sweep.id == Run.sweep_id)
+        .outerjoin(TestSummary, TestSummary.run_id == Run.id)
+        .where(Run.id == run_id)
+    )
+    row = session.execute(stmt).one_or_none()
+    if row is None:
+        raise UnknownRun(
+            f"No run with id {run_id} in the database; `segbench status` lists the runs."
+        )
+    run, sweep, summary = row
+    detail = {c.key: getattr(run, c.key) for c in Run.__table__.columns}
+    detail["sweep"] = sweep
+    summary_columns = [c.key for c in TestSummary.__table__.columns if c.key != "run_id"]
+    detail["test"] = None if summary is None else {k: getattr(summary, k) for k in summary_columns}
+    return detail
+
+
+def status_rows(session: Session, sweep: str | None = None) -> list[dict[str, Any]]:
+    """The rows of `segbench status --format json`: exactly STATUS_KEYS, by run id."""
+    stmt = (
+        select(
+            Run.id,
+            Run.experiment,
+            Run.architecture,
+            Run.encoder,
+            Run.init,
+            Run.status,
+            Run.epoch,
+            Run.epochs,
+            TestSummary.dice,
+            TestSummary.sensitivity,
+            TestSummary.specificity,
+        )
+        .outerjoin(TestSummary, TestSummary.run_id == Run.id)
+        .order_by(Run.id)
+    )
+    if sweep is not None:
+        stmt = stmt.where(Run.sweep_id == sweep_id(session, sweep))
+    return rows_of(session, stmt)
+
+
+def queued_run_ids(session: Session, run_ids: list[int] | None = None) -> list[int]:
+    """Ids of queued runs not asked to cancel (of `run_ids`, if given), ascending."""
+    stmt = select(Run.id).where(Run.status == "queued", Run.cancel_requested.is_(False))
+    if run_ids is not None:
+        stmt = stmt.where(Run.id.in_(run_ids))
+    return list(session.scalars(stmt.order_by(Run.id)))
+
+
+def running_on_node(session: Session, *, node: str) -> int:
+    """How many runs are running on worker node `node` (its processes: node/pid)."""
+    return session.scalar(
+        select(func.count())
+        .select_from(Run)
+        .where(Run.status == "running", Run.worker.like(f"{node}/%"))
+    )

@@ -1,0 +1,5 @@
+"""`python -m worker.cli` runs the `segbench` command."""
+
+from worker.cli import main
+
+main()

@@ -1,0 +1,130 @@
+"""`segbench predict` and `segbench export mesh`: a trained model on a CT volume
+(worker.inference does the work; torch loads inside the commands)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from worker.cli.app import app
+from worker.cli.options import FormatOpt, check_format, print_json, user_errors
+from worker.cli.results import export_app
+
+ModelOpt = Annotated[Path, typer.Option("--model", help="Model folder (safetensors + json).")]
+InputOpt = Annotated[Path, typer.Option("--input", help="CT volume in HU (.nii/.nii.gz).")]
+LungOpt = Annotated[
+    Path | None,
+    typer.Option("--lung-model", help="Lung model folder (for lesion-segmentation-b models)."),
+]
+DeviceOpt = Annotated[str, typer.Option("--device", help="cpu or cuda.")]
+
+
+@app.command()
+def predict(
+    model: ModelOpt,
+    input: InputOpt,
+    output: Annotated[Path, typer.Option("--output", help="Mask to write (.nii.gz).")],
+    lung_model: LungOpt = None,
+    device: DeviceOpt = "cpu",
+    batch_size: Annotated[int, typer.Option(help="Slices per forward pass.")] = 8,
+    reference: Annotated[
+        Path | None, typer.Option(help="Ground-truth mask: also report Dice, NSD and HD95.")
+    ] = None,
+    tolerance_mm: Annotated[float, typer.Option(help="NSD tolerance in mm.")] = 2.0,
+    format: FormatOpt = "table",
+) -> None:
+    """Segment every axial slice of a CT volume with a saved model (CPU by default)."""
+    from worker.inference.predict import predict_file
+
+    check_format(format)
+    with user_errors():
+        summary = predict_file(
+            model, input, output, lung_model_dir=lung_model, device=device, batch_size=batch_size
+        )
+        if reference is not None:
+            summary["reference"] = _against_reference(output, reference, tolerance_mm)
+    if format == "json":
+        print_json(summary)
+        return
+    if summary["synthetic_training_data"]:
+        typer.echo(
+            "note: this model was trained on SYNTHETIC stand-in data; its masks mean "
+            "nothing on real CT.",
+            err=True,
+        )
+    typer.echo(
+        f"{summary['output']}: {summary['voxels']} voxels ({summary['volume_ml']:.1f} ml) in "
+        f"{summary['slices_with_foreground']} of {summary['shape'][2]} slices, "
+        f"{summary['model']}, {summary['seconds']:.1f} s"
+    )
+    if reference is not None:
+        r = summary["reference"]
+        typer.echo(
+            f"against {reference}: Dice {100 * r['dice']:.2f}%, NSD@{tolerance_mm:g}mm "
+            f"{100 * r['nsd']:.2f}%, HD95 {r['hd95']:.2f} mm"
+        )
+
+
+def _against_reference(output: Path, reference: Path, tolerance_mm: float) -> dict:
+    import nibabel as nib
+    import numpy as np
+
+    from worker.inference.boundary import boundary_metrics
+    from worker.inference.predict import PredictError
+
+    if not reference.is_file():
+        raise PredictError(f"Reference mask {reference} does not exist.")
+    pred_img = nib.load(str(output))
+    try:
+        truth = np.asarray(nib.load(str(reference)).dataobj) > 0
+    except Exception as exc:
+        raise PredictError(f"{reference} is not a readable NIfTI mask ({exc}).") from exc
+    pred = np.asarray(pred_img.dataobj) > 0
+    if truth.shape != pred.shape:
+        raise PredictError(
+            f"Reference mask {reference} has shape {truth.shape}; expected the input's "
+            f"{pred.shape}."
+        )
+    spacing = [float(z) for z in pred_img.header.get_zooms()[:3]]
+    return boundary_metrics(truth, pred, spacing, tolerance_mm)
+
+
+@export_app.command("mesh")
+def export_mesh(
+    output: Annotated[Path, typer.Option("--output", help="lesion.stl or lesion.obj.")],
+    model: Annotated[Path | None, typer.Option("--model", help="Model folder.")] = None,
+    input: Annotated[Path | None, typer.Option("--input", help="CT volume (HU).")] = None,
+    lung_model: LungOpt = None,
+    mask: Annotated[
+        Path | None, typer.Option("--mask", help="Mesh this mask instead of predicting one.")
+    ] = None,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """3-D surface (marching cubes, mm) of a predicted or given mask (paper Fig. 7)."""
+    import nibabel as nib
+    import numpy as np
+
+    from worker.inference.mesh import mask_surface, mesh_volume, write_mesh
+    from worker.inference.predict import PredictError, load_saved_model, read_ct, segment
+
+    with user_errors():
+        if (mask is None) == (model is None or input is None):
+            raise PredictError("Give either --model and --input, or --mask.")
+        if mask is not None:
+            if not mask.is_file():
+                raise PredictError(f"Mask file {mask} does not exist.")
+            img = nib.load(str(mask))
+            volume = np.asarray(img.dataobj) > 0
+        else:
+            saved = load_saved_model(model, device)
+            lungs = load_saved_model(lung_model, device) if lung_model else None
+            img, hu = read_ct(input)
+            volume = segment(saved, hu, lung_model=lungs, device=device).mask
+        spacing = [float(z) for z in img.header.get_zooms()[:3]]
+        verts, faces = mask_surface(volume, spacing)
+        write_mesh(output, verts, faces)
+    typer.echo(
+        f"{output}: {len(faces)} triangles, {mesh_volume(verts, faces) / 1000:.1f} ml enclosed"
+    )

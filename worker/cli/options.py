@@ -1,0 +1,110 @@
+"""What the commands of `segbench` share: the options every group takes, the output
+formats, and the mapping of errors a user can cause to one sentence and exit 1."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from db.errors import SegbenchError
+from db.grid import RunSpec, expand
+from db.settings import get_settings
+
+ExperimentOpt = Annotated[
+    list[str] | None, typer.Option("--experiment", "-x", help="Experiment(s).")
+]
+ArchitectureOpt = Annotated[
+    list[str] | None, typer.Option("--architecture", "-a", help="Architecture(s).")
+]
+EncoderOpt = Annotated[list[str] | None, typer.Option("--encoder", "-e", help="Encoder(s).")]
+FamilyOpt = Annotated[list[str] | None, typer.Option("--family", "-f", help="Encoder family(ies).")]
+InitOpt = Annotated[list[str] | None, typer.Option("--init", "-i", help="random and/or imagenet.")]
+DbOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--db", help="Database URL (default: SEGBENCH_DATABASE_URL, else sqlite:///segbench.db)."
+    ),
+]
+BrokerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--broker",
+        help="Broker URL (default: SEGBENCH_BROKER_URL, else a SQLite file beside the database).",
+    ),
+]
+FormatOpt = Annotated[str, typer.Option("--format", help="table or json.")]
+SweepOpt = Annotated[str | None, typer.Option("--sweep", help="Only the runs of this sweep.")]
+RunIdsArg = Annotated[list[int] | None, typer.Argument(help="Run ids.", show_default=False)]
+DirOpt = Annotated[Path, typer.Option("--dir", help="Dataset folder.")]
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print one clear sentence to stderr and exit non-zero."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def os_error(exc: OSError) -> str:
+    """An OSError as one sentence naming the file."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"{where}{exc.strerror or exc}."
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn errors a user can cause into one sentence and exit code 1: every
+    SegbenchError, and a file the user named that cannot be read or written."""
+    try:
+        yield
+    except SegbenchError as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(os_error(exc))
+
+
+def selection(experiment, architecture, encoder, family, init) -> list[RunSpec]:
+    """The grid runs the filter options select."""
+    with user_errors():
+        return expand(experiment, architecture, encoder, family, init)
+
+
+def database_url(db: str | None) -> str:
+    """--db, else the settings' database URL."""
+    return db or get_settings().database_url
+
+
+def check_format(fmt: str, valid: Sequence[str] = ("table", "json")) -> None:
+    if fmt not in valid:
+        fail(f"Unknown format '{fmt}'; expected {' or '.join(valid)}.")
+
+
+def json_safe(value: Any) -> Any:
+    """NaN and infinities as null, keys as strings: what json.dumps can write."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def print_json(value: Any) -> None:
+    """One JSON document on stdout, and nothing else."""
+    sys.stdout.write(json.dumps(json_safe(value)) + "\n")
+
+
+def emit(fmt: str, document: Any, text: str) -> None:
+    """`document` as JSON for --format json, else `text`."""
+    check_format(fmt)
+    if fmt == "json":
+        print_json(document)
+    else:
+        typer.echo(text)

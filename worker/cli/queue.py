@@ -1,0 +1,177 @@
+"""`segbench submit`, `worker`, `cancel` and `retry`: the job queue's front door.
+
+Each command calls worker.queue.service, the functions the dashboard calls too.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from db.protocol import Protocol
+from db.session import dispose_engine, ensure_schema, redact
+from db.settings import get_settings
+from worker.cli.app import app
+from worker.cli.options import (
+    ArchitectureOpt,
+    BrokerOpt,
+    DbOpt,
+    EncoderOpt,
+    ExperimentOpt,
+    FamilyOpt,
+    FormatOpt,
+    InitOpt,
+    RunIdsArg,
+    database_url,
+    emit,
+    fail,
+    selection,
+    user_errors,
+)
+
+EverySweepOpt = Annotated[str | None, typer.Option("--sweep", help="Every run of this sweep.")]
+
+
+@app.command()
+def submit(
+    experiment: ExperimentOpt = None,
+    architecture: ArchitectureOpt = None,
+    encoder: EncoderOpt = None,
+    family: FamilyOpt = None,
+    init: InitOpt = None,
+    epochs: Annotated[int, typer.Option(help="Epochs (paper: 200).")] = 200,
+    image_size: Annotated[int, typer.Option(help="Slice size in pixels (paper: 512).")] = 512,
+    batch_size: Annotated[int, typer.Option(help="Batch size (paper: 2).")] = 2,
+    loss: Annotated[str, typer.Option(help="soft-dice (paper) or authors-dice.")] = "soft-dice",
+    metric_mode: Annotated[str, typer.Option(help="standard or authors-2020.")] = "standard",
+    augment_mode: Annotated[str, typer.Option(help="paper or authors-code.")] = "paper",
+    seed: Annotated[int, typer.Option()] = 0,
+    data: Annotated[
+        Path | None, typer.Option("--data", help="Dataset folder (default: SEGBENCH_DATA_DIR).")
+    ] = None,
+    sweep: Annotated[
+        str | None, typer.Option("--sweep", help="Sweep name (default: dataset + protocol hash).")
+    ] = None,
+    db: DbOpt = None,
+    broker: BrokerOpt = None,
+    format: FormatOpt = "table",
+) -> None:
+    """Queue runs of the grid for the workers; submitting the same sweep again adds nothing."""
+    from worker.queue import service  # Celery and the data stack: only when submitting
+
+    specs = selection(experiment, architecture, encoder, family, init)
+    with user_errors():
+        protocol = Protocol(
+            epochs=epochs,
+            image_size=image_size,
+            batch_size=batch_size,
+            loss=loss,
+            metric_mode=metric_mode,
+            augment_mode=augment_mode,
+            seed=seed,
+        )
+        db_url = database_url(db)
+        service.connect_broker(db_url, broker)
+        result = service.submit_runs(
+            specs,
+            protocol,
+            data=Path(data or get_settings().data_dir),
+            sweep=sweep,
+            db_url=db_url,
+        )
+    emit(
+        format,
+        {"sweep": result["sweep"], "runs": result["runs"]},
+        f"sweep {result['sweep']}: {len(result['runs'])} runs, "
+        f"{len(result['published'])} queued and sent to the workers",
+    )
+
+
+@app.command("worker")
+def worker_command(
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", "-c", help="Runs at once (pool processes).")
+    ] = 1,
+    gpu: Annotated[str, typer.Option(help="auto, none (CPU) or a GPU index.")] = "auto",
+    loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
+    db: DbOpt = None,
+    broker: BrokerOpt = None,
+) -> None:
+    """A Celery worker: trains queued runs, one pool process per concurrent run."""
+    if concurrency < 1:
+        fail(f"--concurrency must be at least 1, got {concurrency}.")
+    # Must precede billiard's import: SIGTERM then means "soft shutdown, requeue".
+    os.environ.setdefault("REMAP_SIGTERM", "SIGQUIT")
+    # N training processes share the CPU cores: N x all-cores threads oversubscribe
+    # (measured ~10x slower on 2 cores). Pool processes read this (worker.queue.tasks).
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // concurrency)))
+    # Imported only now: billiard must see REMAP_SIGTERM, and no GPU may be touched
+    # before pin_gpu has chosen one. Importing tasks registers the task and signals.
+    from worker.queue import broker as queue_broker
+    from worker.queue import service, tasks  # noqa: F401
+    from worker.queue.gpu import pin_gpu
+
+    db_url = database_url(db)
+    with user_errors():
+        device = pin_gpu(gpu, Path(get_settings().gpu_lock_dir))
+        broker_url = service.connect_broker(db_url, broker)
+        ensure_schema(db_url)
+    # No database connection may be open while the pool forks its processes.
+    dispose_engine(db_url)
+    typer.echo(
+        f"segbench worker: database {redact(db_url)}, broker {broker_url.split('@')[-1]}, "
+        f"{concurrency} process(es) on {device}",
+        err=True,
+    )
+    queue_broker.app.worker_main(
+        [
+            "worker",
+            "--pool=prefork",
+            f"--concurrency={concurrency}",
+            f"--loglevel={loglevel}",
+            f"--hostname=segbench-{os.getpid()}@%h",
+            f"--queues={queue_broker.QUEUE}",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ]
+    )
+
+
+@app.command()
+def cancel(
+    run_ids: RunIdsArg = None,
+    sweep: EverySweepOpt = None,
+    db: DbOpt = None,
+    format: FormatOpt = "table",
+) -> None:
+    """Cancel runs: queued ones at once, running ones at the end of their epoch."""
+    from worker.queue import service
+
+    with user_errors():
+        result = service.cancel(database_url(db), run_ids=run_ids, sweep=sweep)
+    emit(
+        format,
+        result,
+        f"cancelled {len(result['cancelled'])} queued run(s); asked "
+        f"{len(result['requested'])} running run(s) to stop after their epoch",
+    )
+
+
+@app.command()
+def retry(
+    run_ids: RunIdsArg = None,
+    sweep: EverySweepOpt = None,
+    db: DbOpt = None,
+    broker: BrokerOpt = None,
+    format: FormatOpt = "table",
+) -> None:
+    """Queue failed or cancelled runs again (they resume from their last checkpoint)."""
+    from worker.queue import service
+
+    with user_errors():
+        ids = service.retry(database_url(db), run_ids=run_ids, sweep=sweep, broker_url=broker)
+    emit(format, {"runs": ids}, f"queued {len(ids)} run(s) again: {ids}")

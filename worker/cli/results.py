@@ -1,0 +1,193 @@
+"""`segbench export models|table|figures` and `segbench compare`: results out of the
+database (worker.results does the work; torch and pandas load inside the commands)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from db import queries
+from db.errors import check_choice
+from db.grid import EXPERIMENTS, check_name
+from db.protocol import METRIC_MODES
+from db.session import session_scope
+from worker.cli.app import app
+from worker.cli.options import (
+    ArchitectureOpt,
+    DbOpt,
+    EncoderOpt,
+    ExperimentOpt,
+    FamilyOpt,
+    FormatOpt,
+    InitOpt,
+    SweepOpt,
+    check_format,
+    database_url,
+    fail,
+    print_json,
+    user_errors,
+)
+from worker.cli.views import show_pair, show_sweep
+
+export_app = typer.Typer(
+    help="Models, Table 2, figures and 3-D meshes out of the results.", no_args_is_help=True
+)
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("models")
+def export_models(
+    dir: Annotated[Path, typer.Option("--dir", help="Folder to write the models into.")],
+    experiment: ExperimentOpt = None,
+    architecture: ArchitectureOpt = None,
+    encoder: EncoderOpt = None,
+    family: FamilyOpt = None,
+    init: InitOpt = None,
+    sweep: SweepOpt = None,
+    db: DbOpt = None,
+    format: FormatOpt = "table",
+) -> None:
+    """Copy best models (safetensors + config.json + segbench.json) with a model card."""
+    from worker.results.model_export import export_models as run_export
+
+    check_format(format)
+    with user_errors(), session_scope(database_url(db)) as session:
+        done = run_export(
+            session,
+            dir,
+            sweep=sweep,
+            experiment=experiment,
+            architecture=architecture,
+            encoder=encoder,
+            family=family,
+            init=init,
+        )
+    if format == "json":
+        print_json(done)
+        return
+    for d in done:
+        typer.echo(f"run {d['id']}: {d['path']}")
+    typer.echo(f"{len(done)} model(s) exported to {dir}", err=True)
+
+
+@export_app.command("table")
+def export_table(
+    format: Annotated[str, typer.Option("--format", help="csv, markdown or latex.")] = "markdown",
+    experiment: ExperimentOpt = None,
+    architecture: ArchitectureOpt = None,
+    encoder: EncoderOpt = None,
+    family: FamilyOpt = None,
+    init: InitOpt = None,
+    sweep: SweepOpt = None,
+    metric_mode: Annotated[
+        str, typer.Option(help="standard or authors-2020 (recomputed from slice counts).")
+    ] = "standard",
+    output: Annotated[Path | None, typer.Option(help="Write here instead of stdout.")] = None,
+    db: DbOpt = None,
+) -> None:
+    """The paper's Table 2 from the database: best per column in bold."""
+    from worker.results.frames import ExportError, results_frame
+    from worker.results.tables import FORMATS, render, table2
+
+    check_format(format, FORMATS)
+    with user_errors():
+        check_choice("metric mode", metric_mode, METRIC_MODES)
+        with session_scope(database_url(db)) as session:
+            df = results_frame(
+                session,
+                metric_mode=metric_mode,
+                sweep=sweep,
+                experiment=experiment,
+                architecture=architecture,
+                encoder=encoder,
+                family=family,
+                init=init,
+            )
+        if df.empty:
+            raise ExportError("No succeeded run matches the selection; the table would be empty.")
+        text = render(table2(df), format)
+    if df["synthetic"].any():
+        note = "SYNTHETIC data: these numbers are not results on real CT"
+        text = {"csv": f"# {note}\n", "latex": f"% {note}\n"}.get(format, f"> {note}\n\n") + text
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text)
+        typer.echo(f"wrote {output} ({len(df)} runs)", err=True)
+
+
+@export_app.command("figures")
+def export_figures(
+    dir: Annotated[Path, typer.Option("--dir", help="Folder for the PNG/SVG files.")],
+    sweep: SweepOpt = None,
+    experiment: ExperimentOpt = None,
+    formats: Annotated[
+        str, typer.Option("--formats", help="Comma-separated: png,svg.")
+    ] = "png,svg",
+    db: DbOpt = None,
+) -> None:
+    """The paper's figures as PNG/SVG, drawn like the dashboard draws them."""
+    import pandas as pd
+
+    from worker.results.figures import write_figures
+    from worker.results.frames import results_frame
+
+    with user_errors():
+        with session_scope(database_url(db)) as session:
+            df = results_frame(session, sweep=sweep, experiment=experiment)
+            bands = {
+                x: pd.DataFrame(
+                    queries.loss_bands(
+                        session,
+                        by="architecture",
+                        max_points=200,
+                        experiment=x,
+                        sweep=sweep,
+                        status="succeeded",
+                    )
+                )
+                for x in df["experiment"].unique()
+            }
+        fmts = tuple(f.strip() for f in formats.split(",") if f.strip())
+        written = write_figures(df, bands, dir, fmts)
+    for path in written:
+        typer.echo(str(path))
+
+
+@app.command()
+def compare(
+    runs: Annotated[list[int] | None, typer.Argument(help="Two run ids: RUN_A RUN_B.")] = None,
+    sweep: Annotated[str | None, typer.Option(help="Compare all pairs of a sweep.")] = None,
+    experiment: Annotated[str | None, typer.Option(help="Experiment (with --sweep).")] = None,
+    resamples: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 2000,
+    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+    db: DbOpt = None,
+    format: FormatOpt = "table",
+) -> None:
+    """Compare two runs, or every pair of a sweep's runs, on their shared test slices.
+
+    Two runs: mean Dice with bootstrap 95% CI, paired Wilcoxon signed-rank p-value,
+    per-volume (3-D) Dice, both metric modes. A sweep: all pairs of one experiment,
+    p-values Holm-corrected."""
+    check_format(format)
+    if bool(runs) == bool(sweep):
+        fail("Give two run ids (segbench compare RUN_A RUN_B) or --sweep NAME --experiment E.")
+    if runs and len(runs) != 2:
+        fail(f"Give exactly two run ids to compare, got {len(runs)}.")
+    if sweep and not experiment:
+        fail("--sweep needs --experiment: runs of different experiments are not comparable.")
+    from worker.results.compare import compare_runs, compare_sweep
+
+    with user_errors(), session_scope(database_url(db)) as session:
+        if runs:
+            result = compare_runs(session, runs[0], runs[1], n_resamples=resamples, seed=seed)
+        else:
+            check_name("experiment", experiment, EXPERIMENTS)
+            result = compare_sweep(session, sweep, experiment, n_resamples=resamples, seed=seed)
+    if format == "json":
+        print_json(result)
+        return
+    (show_pair if runs else show_sweep)(result)

@@ -1,0 +1,122 @@
+"""`segbench train` (one run in this process) and `segbench weights fetch`."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from db.grid import ENCODERS, RunSpec
+from db.protocol import Protocol
+from worker.cli.app import app
+from worker.cli.options import (
+    DbOpt,
+    EncoderOpt,
+    FormatOpt,
+    check_format,
+    print_json,
+    user_errors,
+)
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Option("--data", help="Dataset folder (medseg or nifti-folder).")],
+    experiment: Annotated[str, typer.Option("--experiment", "-x")],
+    architecture: Annotated[str, typer.Option("--architecture", "-a")],
+    encoder: Annotated[str, typer.Option("--encoder", "-e")],
+    init: Annotated[str, typer.Option("--init", "-i")] = "random",
+    epochs: Annotated[int, typer.Option(help="Epochs (paper: 200).")] = 200,
+    image_size: Annotated[int, typer.Option(help="Slice size in pixels (paper: 512).")] = 512,
+    batch_size: Annotated[int, typer.Option(help="Batch size (paper: 2).")] = 2,
+    seed: Annotated[int, typer.Option()] = 0,
+    loss: Annotated[str, typer.Option(help="soft-dice (paper) or authors-dice.")] = "soft-dice",
+    metric_mode: Annotated[str, typer.Option(help="standard or authors-2020.")] = "standard",
+    augment_mode: Annotated[str, typer.Option(help="paper or authors-code.")] = "paper",
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    artifacts: Annotated[
+        Path | None, typer.Option(help="Output folder (default: <artifacts dir>/<run id>).")
+    ] = None,
+    sweep: Annotated[
+        str | None,
+        typer.Option(help="Sweep to record the run in (default: train-<protocol hash>)."),
+    ] = None,
+    db: DbOpt = None,
+    format: FormatOpt = "table",
+) -> None:
+    """Train and evaluate one run in this process, recorded in the database.
+
+    The run is submitted and claimed like a queued run, so it shows up in
+    `segbench status` and the dashboard; epochs.csv, summary.json and the best
+    checkpoint are also written under --artifacts.
+    """
+    # torch and the data stack load only for a command that trains
+    from worker.data.dataset import load_dataset
+    from worker.queue.service import train_in_process
+    from worker.training.models import imagenet_weights_path
+    from worker.training.recorder import FileRecorder, ProgressRecorder
+
+    check_format(format)
+    with user_errors():
+        run = RunSpec(experiment=experiment, architecture=architecture, encoder=encoder, init=init)
+        protocol = Protocol(
+            epochs=epochs,
+            image_size=image_size,
+            batch_size=batch_size,
+            seed=seed,
+            loss=loss,
+            metric_mode=metric_mode,
+            augment_mode=augment_mode,
+        )
+        if run.init == "imagenet":  # refuse before any row is written
+            imagenet_weights_path(run.encoder)
+        # Check (and preprocess) the data before any row is written; fit() then finds
+        # it in this process's cache instead of reading and checking it again.
+        load_dataset(data, run.experiment, protocol.image_size)
+        # The run's failure reason is stored and printed as one sentence below;
+        # the runner's own log of it (with traceback) is for worker logs.
+        logging.getLogger("worker.queue.runner").setLevel(logging.CRITICAL)
+        result = train_in_process(
+            run,
+            protocol,
+            data_dir=data,
+            device=device,
+            artifacts_dir=artifacts,
+            sweep=sweep,
+            url=db,
+            recorders=lambda out: [FileRecorder(out), ProgressRecorder(epochs, run.name)],
+        )
+    summary = json.loads((result.artifacts_dir / "summary.json").read_text())
+    summary["run_id"] = result.run_id
+    summary["sweep"] = result.sweep
+    if format == "json":
+        print_json(summary)
+        return
+    label = " [SYNTHETIC data]" if summary["synthetic"] else ""
+    typer.echo(
+        f"run {result.run_id} {run.name}{label}: Dice {summary['dice']:.2f}% "
+        f"(pooled {summary['pooled_dice']:.2f}%; all-background would score "
+        f"{summary['all_background_dice']:.2f}%), sensitivity {summary['sensitivity']:.2f}%, "
+        f"specificity {summary['specificity']:.2f}% on {summary['test_slices']} test slices; "
+        f"best epoch {summary['best_epoch']}; {summary['parameters_m']:.2f} M parameters; "
+        f"results in {result.artifacts_dir}"
+    )
+
+
+weights_app = typer.Typer(help="ImageNet encoder weights in the local Hugging Face cache.")
+app.add_typer(weights_app, name="weights")
+
+
+@weights_app.command("fetch")
+def weights_fetch(encoder: EncoderOpt = None) -> None:
+    """Download ImageNet weights into the Hugging Face cache (needs internet)."""
+    from worker.training.models import imagenet_weights_path  # torch: only here
+
+    names = encoder or list(ENCODERS)
+    with user_errors():
+        for name in names:
+            path = imagenet_weights_path(name, download=True)
+            typer.echo(f"{name}: {path}")

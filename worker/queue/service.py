@@ -1,0 +1,172 @@
+"""The queue's one front door: what the `segbench` command and the dashboard call to
+submit, cancel and retry runs, and to train one run in this process.
+
+Every function names its database by URL; the broker is chosen for that database
+(the embedded one beside a SQLite file, unless a broker URL is given or set).
+
+Submit writes the rows first and publishes the ids of the runs still queued after:
+a broker that is down at that moment loses nothing, the rows stay queued and a
+worker's reaper publishes them once the broker answers (the command says so).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from db import jobs, queries
+from db.errors import DatabaseError
+from db.grid import RunSpec
+from db.protocol import Protocol
+from db.session import session_scope
+from db.settings import get_settings
+from worker.data.dataset import dataset_info
+from worker.queue import broker, runner
+from worker.queue.broker import BrokerError
+from worker.training.recorder import Cancelled, Recorder
+
+
+class RunNotClaimable(DatabaseError):
+    """The run exists but is running elsewhere, finished or out of attempts."""
+
+
+class RunFailed(DatabaseError):
+    """The run ended failed; the message is the reason stored with it."""
+
+
+@dataclass
+class InProcessResult:
+    run_id: int
+    sweep: str
+    artifacts_dir: Path
+
+
+def default_sweep_name(protocol: Protocol) -> str:
+    return f"train-{protocol.hash()[:8]}"
+
+
+def train_in_process(
+    run: RunSpec,
+    protocol: Protocol,
+    *,
+    data_dir: Path,
+    device: str = "cpu",
+    artifacts_dir: Path | None = None,
+    sweep: str | None = None,
+    url: str | None = None,
+    recorders: Callable[[Path], list[Recorder]] | None = None,
+) -> InProcessResult:
+    settings = get_settings()
+    url = url or settings.database_url
+    sweep = sweep or default_sweep_name(protocol)
+    info = dataset_info(data_dir)
+    with session_scope(url) as session:
+        run_id = jobs.submit(
+            session,
+            specs=[run],
+            protocol=protocol,
+            sweep=sweep,
+            data_dir=str(Path(data_dir).resolve()),
+            dataset=info,
+        )[0]
+    out = Path(artifacts_dir) if artifacts_dir else Path(settings.artifacts_dir) / str(run_id)
+    ended = runner.execute(
+        run_id,
+        worker=f"cli@{platform.node()}/{os.getpid()}",
+        database_url=url,
+        artifacts_dir=out,
+        device=device,
+        recorders=recorders(out) if recorders else (),
+    )
+    if ended == runner.SUCCEEDED:
+        return InProcessResult(run_id=run_id, sweep=sweep, artifacts_dir=out)
+    with session_scope(url) as session:
+        row = queries.run_detail(session, run_id=run_id)
+        status, error = row["status"], row["error"]
+    if ended == runner.SKIPPED:
+        raise RunNotClaimable(
+            f"Run {run_id} ({run.name}) of sweep '{sweep}' is already {status}; "
+            f"see `segbench status --sweep {sweep}`, or `segbench retry {run_id}` "
+            "to train it again."
+        )
+    if ended == runner.CANCELLED:
+        raise Cancelled(f"Run {run_id} ({run.name}) was cancelled.")
+    raise RunFailed(f"Run {run_id} ({run.name}) {status}: {error or ended}.")
+
+
+def connect_broker(db_url: str, broker_url: str | None = None) -> str:
+    """Choose the broker for `db_url` (or `broker_url`) and check that it answers;
+    returns its URL. Raises BrokerError with one sentence otherwise."""
+    url = broker.configure(db_url, broker_url)
+    broker.check_broker()
+    return url
+
+
+def publish_queued(ids: Sequence[int]) -> None:
+    """Send run ids to the broker; a failure says the rows are safe and will be sent."""
+    try:
+        broker.publish(ids)
+    except Exception as error:
+        raise BrokerError(
+            f"The runs are queued in the database, but sending their ids to the broker "
+            f"failed ({error}); a worker's reaper will send them once the broker answers."
+        ) from error
+
+
+def default_submit_sweep(dataset: dict, protocol: Protocol) -> str:
+    return f"{dataset['name']}-{protocol.hash()[:8]}"
+
+
+def submit_runs(
+    specs: Sequence[RunSpec],
+    protocol: Protocol,
+    *,
+    data: Path,
+    sweep: str | None,
+    db_url: str,
+) -> dict:
+    """Queue `specs` (idempotent) and publish the ids of the runs still queued.
+
+    Returns {"sweep", "runs": ids of all selected runs, "published": ids sent}."""
+    data = Path(data).resolve()
+    dataset = dataset_info(data)
+    sweep = sweep or default_submit_sweep(dataset, protocol)
+    with session_scope(db_url) as session:
+        ids = jobs.submit(
+            session,
+            specs=list(specs),
+            protocol=protocol,
+            sweep=sweep,
+            data_dir=str(data),
+            dataset=dataset,
+        )
+        queued = queries.queued_run_ids(session, ids)
+    publish_queued(queued)
+    return {"sweep": sweep, "runs": ids, "published": queued}
+
+
+def cancel(
+    db_url: str, *, run_ids: Sequence[int] | None = None, sweep: str | None = None
+) -> dict[str, list[int]]:
+    """Queued runs cancelled at once, running ones asked to stop after their epoch."""
+    with session_scope(db_url) as session:
+        return jobs.cancel(session, run_ids=run_ids, sweep=sweep)
+
+
+def retry(
+    db_url: str,
+    *,
+    run_ids: Sequence[int] | None = None,
+    sweep: str | None = None,
+    broker_url: str | None = None,
+) -> list[int]:
+    """Failed and cancelled runs queued again and sent to the broker (the broker is
+    checked first, so nothing is queued for a broker that does not answer)."""
+    connect_broker(db_url, broker_url)
+    with session_scope(db_url) as session:
+        ids = jobs.retry(session, run_ids=run_ids, sweep=sweep)
+    publish_queued(ids)
+    return ids

@@ -1,0 +1,185 @@
+"""The paper's Table 2: Sens/Spec/Dice per architecture x encoder x init x experiment.
+
+``table2(df)`` is a pure function of a results frame (one row per run, as
+worker.results.frames.results_frame gives it); ``render`` writes it as CSV, Markdown or LaTeX
+with the best value of each metric column in bold.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+
+from db.errors import InvalidInput
+from db.grid import ARCHITECTURES, ENCODERS, EXPERIMENTS, INITS
+
+METRICS = ("sensitivity", "specificity", "dice")
+EXTRA = ("parameters_m", "seconds_per_epoch")
+LABELS = {
+    "sensitivity": "Sens",
+    "specificity": "Spec",
+    "dice": "Dice",
+    "parameters_m": "Params (M)",
+    "seconds_per_epoch": "s/epoch",
+}
+SUMMARY_ROWS = ("mean", "std")
+FORMATS = ("csv", "markdown", "latex")
+NEEDED = (
+    "architecture",
+    "encoder",
+    "init",
+    "experiment",
+    *METRICS,
+    "parameters_m",
+    "train_seconds_per_epoch",
+)
+
+
+def _ordered(present, order) -> list[str]:
+    order = list(order)
+    return sorted(set(present), key=lambda v: (order.index(v) if v in order else len(order), v))
+
+
+def table2(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows (architecture, encoder) plus (architecture, "mean") and (architecture, "std")
+    over that architecture's encoders; columns (init, experiment, metric) for the
+    metrics in percent, then ("", "", "parameters_m") and ("", "", "seconds_per_epoch")
+    (training seconds per epoch). Several runs of one cell (seeds, sweeps) are averaged;
+    std is the sample std (ddof=1) and NaN for a single encoder.
+    """
+    missing = [c for c in NEEDED if c not in df.columns]
+    if missing:
+        raise InvalidInput(f"results frame lacks column(s) {', '.join(missing)}.")
+    if df.empty:
+        raise InvalidInput("no results to tabulate.")
+    archs = _ordered(df["architecture"], ARCHITECTURES)
+    encs = _ordered(df["encoder"], ENCODERS)
+    inits = _ordered(df["init"], INITS)
+    exps = _ordered(df["experiment"], EXPERIMENTS)
+
+    cells = (
+        df.groupby(["architecture", "encoder", "init", "experiment"])[list(METRICS)]
+        .mean()
+        .unstack(["init", "experiment"])
+    )
+    cells.columns = cells.columns.reorder_levels([1, 2, 0])
+    columns = pd.MultiIndex.from_tuples(
+        [(i, x, m) for i in inits for x in exps for m in METRICS] + [("", "", e) for e in EXTRA],
+        names=["init", "experiment", "metric"],
+    )
+    extra = df.groupby(["architecture", "encoder"]).agg(
+        parameters_m=("parameters_m", "mean"), seconds_per_epoch=("train_seconds_per_epoch", "mean")
+    )
+    for e in EXTRA:
+        cells[("", "", e)] = extra[e]
+    cells = cells.reindex(columns=columns)
+
+    blocks = []
+    for arch in archs:
+        rows = cells.loc[[(arch, e) for e in encs if (arch, e) in cells.index]]
+        summary = pd.DataFrame(
+            [rows.mean(), rows.std(ddof=1)],
+            index=pd.MultiIndex.from_tuples([(arch, s) for s in SUMMARY_ROWS]),
+        )
+        blocks += [rows, summary]
+    out = pd.concat(blocks)
+    out.index.names = ["architecture", "encoder"]
+    out.columns = columns
+    return out
+
+
+def best_mask(table: pd.DataFrame, decimals: int = 2) -> pd.DataFrame:
+    """True where a model row holds the highest value (as displayed) of a metric column.
+    Ties are all marked; mean/std rows and the parameter/time columns never are."""
+    mask = pd.DataFrame(False, index=table.index, columns=table.columns)
+    models = ~table.index.get_level_values("encoder").isin(SUMMARY_ROWS)
+    for col in table.columns:
+        if col[2] not in METRICS:
+            continue
+        values = table.loc[models, col].round(decimals)
+        if values.notna().any():
+            mask.loc[models, col] = (values == values.max()).to_numpy()
+    return mask
+
+
+def _cell(value: float, decimals: int) -> str:
+    return (
+        "-"
+        if value is None or (isinstance(value, float) and np.isnan(value))
+        else (f"{value:.{decimals}f}")
+    )
+
+
+def _header(col: tuple[str, str, str]) -> str:
+    init, exp, metric = col
+    return LABELS[metric] if not init else f"{init} {exp} {LABELS[metric]}"
+
+
+def _latex_escape(text: str) -> str:
+    for a, b in (
+        ("\\", r"\textbackslash{}"),
+        ("&", r"\&"),
+        ("%", r"\%"),
+        ("_", r"\_"),
+        ("#", r"\#"),
+    ):
+        text = text.replace(a, b)
+    return text
+
+
+def render(table: pd.DataFrame, fmt: str = "markdown", decimals: int = 2) -> str:
+    """The table as text: csv (plain numbers), markdown or latex (best in bold)."""
+    if fmt not in FORMATS:
+        raise InvalidInput(f"Unknown table format '{fmt}'; expected one of: {', '.join(FORMATS)}.")
+    if fmt == "csv":
+        flat = table.copy()
+        flat.columns = ["_".join(p for p in c if p) for c in table.columns]
+        buf = io.StringIO()
+        flat.round(decimals + 2).to_csv(buf)
+        return buf.getvalue()
+    bold = best_mask(table, decimals)
+    body = []
+    for idx, row in table.iterrows():
+        cells = []
+        for col in table.columns:
+            text = _cell(row[col], decimals)
+            if bold.at[idx, col]:
+                text = f"**{text}**" if fmt == "markdown" else rf"\textbf{{{text}}}"
+            cells.append(text)
+        body.append((idx, cells))
+    if fmt == "markdown":
+        head = ["architecture", "encoder", *(_header(c) for c in table.columns)]
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 2 + "---:|" * len(table.columns)]
+        for (arch, enc), cells in body:
+            enc = f"*{enc}*" if enc in SUMMARY_ROWS else enc
+            lines.append("| " + " | ".join([arch, enc, *cells]) + " |")
+        return "\n".join(lines) + "\n"
+    return _latex(table, body)
+
+
+def _latex(table: pd.DataFrame, body) -> str:
+    cols = list(table.columns)
+    lines = [r"\begin{tabular}{ll" + "r" * len(cols) + "}", r"\toprule"]
+    for level in (0, 1):
+        cells, i = [], 0
+        while i < len(cols):
+            j = i
+            while j < len(cols) and cols[j][: level + 1] == cols[i][: level + 1]:
+                j += 1
+            label = _latex_escape(cols[i][level])
+            cells.append(label if j - i == 1 else rf"\multicolumn{{{j - i}}}{{c}}{{{label}}}")
+            i = j
+        lines.append(" & ".join(["", "", *cells]) + r" \\")
+    metrics = [_latex_escape(LABELS[c[2]]) for c in cols]
+    lines += [" & ".join(["Architecture", "Encoder", *metrics]) + r" \\", r"\midrule"]
+    previous = None
+    for (arch, enc), cells in body:
+        if previous is not None and arch != previous:
+            lines.append(r"\midrule")
+        previous = arch
+        enc_text = rf"\textit{{{enc}}}" if enc in SUMMARY_ROWS else _latex_escape(enc)
+        lines.append(" & ".join([_latex_escape(arch), enc_text, *cells]) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
