@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,7 +28,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # The Alembic revision these models correspond to (tests check it is the head), so
 # that checking a database's schema needs no Alembic import.
-SCHEMA_REVISION = "0001"
+SCHEMA_REVISION = "0002"
 
 RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
@@ -40,6 +41,10 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+def new_uid() -> str:
+    return uuid.uuid4().hex
 
 
 def utcnow() -> datetime:
@@ -110,6 +115,9 @@ class Run(Base):
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # A random id no recreated database can repeat: names the run's artifact folder
+    # and is written into its checkpoints, so a checkpoint is never resumed by another run.
+    uid: Mapped[str] = mapped_column(String(32), unique=True, default=new_uid)
     sweep_id: Mapped[int] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"))
     experiment: Mapped[str] = mapped_column(String(64))
     architecture: Mapped[str] = mapped_column(String(32))
@@ -137,6 +145,8 @@ class Run(Base):
     heartbeat_at: Mapped[datetime | None]
     worker: Mapped[str | None] = mapped_column(String(255))
     error: Mapped[str | None] = mapped_column(Text)
+    # What happened to the run that a user should know (how it resumed, what it ignored).
+    note: Mapped[str | None] = mapped_column(Text)
 
     epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     epochs: Mapped[int] = mapped_column(Integer)
@@ -198,6 +208,40 @@ class TestSummary(Base):
     dice_std: Mapped[float] = mapped_column(Float)
     pooled_dice: Mapped[float] = mapped_column(Float)
     seconds: Mapped[float] = mapped_column(Float)
+    nsd: Mapped[float | None] = mapped_column(Float)  # mean over test volumes, percent
+    hd95: Mapped[float | None] = mapped_column(Float)  # mean over test volumes, mm
+
+
+class VolumeResult(Base):
+    """Test metrics of one test volume (3-D Dice, NSD, HD95), per run."""
+
+    __tablename__ = "volume_results"
+    __table_args__ = {"sqlite_with_rowid": False}
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    volume: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    slices: Mapped[int] = mapped_column(Integer)
+    dice: Mapped[float] = mapped_column(Float)  # percent
+    nsd: Mapped[float | None] = mapped_column(Float)  # percent
+    hd95: Mapped[float | None] = mapped_column(Float)  # mm
+
+
+class Worker(Base):
+    """A live `segbench worker` process: what it runs on and when it last said so."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    device: Mapped[str] = mapped_column(String(128))
+    gpu_name: Mapped[str | None] = mapped_column(String(128))
+    gpu_memory_mb: Mapped[int | None] = mapped_column(Integer)
+    concurrency: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
+    current_runs: Mapped[list[int] | None] = mapped_column(JSON)
 
 
 class Artifact(Base):
