@@ -42,8 +42,9 @@ from db.session import dispose_engine, session_scope  # noqa: E402
 from worker import data  # noqa: E402
 from worker.queue.lease import DbRecorder  # noqa: E402
 from worker.training import augment, losses, models  # noqa: E402
+from worker.training.checkpoints import CHECKPOINT_LATEST  # noqa: E402
 from worker.training.device import device_name, to_tensor  # noqa: E402
-from worker.training.trainer import CHECKPOINT_LATEST, RunTrainer, TrainSpec  # noqa: E402
+from worker.training.trainer import RunTrainer, TrainSpec  # noqa: E402
 
 SPENT = {"checkpoint": 0.0, "database": 0.0}
 

@@ -28,6 +28,7 @@ class ClaimedRun:
     """What a worker needs to train a run it has just claimed."""
 
     run_id: int
+    uid: str  # unique across databases: names the artifact folder, signs checkpoints
     spec: RunSpec
     protocol: Protocol
     sweep: str
@@ -184,6 +185,7 @@ def claim(
     ).one()
     return ClaimedRun(
         run_id=run.id,
+        uid=run.uid,
         spec=RunSpec(run.experiment, run.architecture, run.encoder, run.init),
         protocol=Protocol.from_dict(sweep.protocol),
         sweep=sweep.name,

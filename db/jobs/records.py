@@ -37,6 +37,7 @@ def record_start(session: Session, *, run_id: int, config: dict[str, Any]) -> No
         "git_commit": config.get("git_commit"),
         "device": config.get("device"),
         "parameters_m": config.get("parameters_m"),
+        "note": config.get("resume_note"),
         "heartbeat_at": utcnow(),
     }
     dataset = config.get("dataset") or {}

@@ -177,6 +177,8 @@ class Stack:
                     "error": r.error,
                     "resumed_from": (r.config or {}).get("resumed_from"),
                     "worker": r.worker,
+                    "uid": r.uid,
+                    "note": r.note,
                 }
                 for r in rows
             }

@@ -54,7 +54,10 @@ def test_claims_trains_records_and_ignores_a_second_delivery(stack, synthetic_da
     run = stack.runs()[run_id]
     assert (run["status"], run["attempts"], run["error"]) == ("succeeded", 1, None)
     assert stack.epochs(run_id) == [1, 2]
-    assert (stack.home / "artifacts" / str(run_id) / "checkpoint_latest.pt").exists()
+    (folder,) = (stack.home / "artifacts").iterdir()
+    assert folder.name == f"{run_id}-{run['uid']}"
+    assert (folder / "checkpoint_best" / "model.safetensors").exists()
+    assert not (folder / "checkpoint_latest.pt").exists()  # a finished run keeps its model only
     assert execute(stack, run_id, worker="node@host/2") == runner.SKIPPED
 
 

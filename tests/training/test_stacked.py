@@ -8,9 +8,10 @@ import torch
 
 from db.grid import RunSpec
 from db.protocol import Protocol
+from worker.training.checkpoints import CHECKPOINT_LATEST, CHECKPOINT_PREVIOUS
 from worker.training.recorder import Cancelled, Recorder
 from worker.training.stacked import fit_many, stack_groups
-from worker.training.trainer import CHECKPOINT_LATEST, TrainSpec, fit
+from worker.training.trainer import TrainSpec, fit
 
 
 class ListRecorder(Recorder):
@@ -113,14 +114,28 @@ def test_a_run_that_cannot_start_does_not_stop_the_others(synthetic_data, tmp_pa
 
 
 def test_best_weights_are_written_once_beside_the_latest_checkpoint(synthetic_data, tmp_path):
-    rec = ListRecorder()
+    class FolderAtFinish(ListRecorder):
+        def finish(self, outcome):
+            super().finish(outcome)  # the results are recorded: training state still there
+            self.best = sorted(p.name for p in tmp_path.glob("checkpoint_best_epoch*.pt"))
+            self.latest = torch.load(tmp_path / CHECKPOINT_LATEST, weights_only=True)
+            self.previous = torch.load(tmp_path / CHECKPOINT_PREVIOUS, weights_only=True)
+
+    rec = FolderAtFinish()
     fit(_spec(RUNS[0], synthetic_data, tmp_path, seed=0), rec)
-    best = sorted(p.name for p in tmp_path.glob("checkpoint_best_epoch*.pt"))
     best_epoch = rec.outcome.best_epoch
-    assert best == [f"checkpoint_best_epoch{best_epoch}.pt"]
-    latest = torch.load(tmp_path / CHECKPOINT_LATEST, weights_only=True)
-    assert "best_model" not in latest["state"]
-    assert latest["state"]["best_weights"] == best[0]
+    assert f"checkpoint_best_epoch{best_epoch}.pt" in rec.best
+    # only the files the two kept checkpoints name are kept
+    named = {rec.latest["state"]["best_weights"], rec.previous["state"]["best_weights"]}
+    assert set(rec.best) == named - {None}
+    assert "best_model" not in rec.latest["state"]
+    assert rec.latest["state"]["best_weights"] == f"checkpoint_best_epoch{best_epoch}.pt"
+    assert rec.previous["state"]["epoch"] == rec.latest["state"]["epoch"] - 1
+    # a finished run keeps its best model and nothing only a resume would need
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert "checkpoint_best" in left
+    assert not [n for n in left if n.startswith(("checkpoint_latest", "checkpoint_previous"))]
+    assert not [n for n in left if n.startswith("checkpoint_best_epoch") or ".tmp" in n]
     assert rec.config["performance"] == {
         "amp": False,
         "channels_last": False,

@@ -109,13 +109,29 @@ def execute(
     return SUCCEEDED
 
 
+def artifact_folder(run_id: int, uid: str, artifacts_dir: str | Path | None = None) -> Path:
+    """Where a run keeps its files: ``<artifacts dir>/<run id>-<uid>``. The uid makes
+    it unique across databases that share one artifacts folder."""
+    return Path(artifacts_dir or get_settings().artifacts_dir) / f"{run_id}-{uid}"
+
+
+def run_identity(claimed) -> dict:
+    """What every checkpoint of the run carries, and a resume must find again."""
+    return {
+        "run_uid": claimed.uid,
+        "run": claimed.spec.name,
+        "protocol_hash": claimed.protocol.hash(),
+    }
+
+
 def _train(claimed, recorder: LeasedRecorder, settings, artifacts_dir, device, recorders) -> None:
     spec = TrainSpec(
         run=claimed.spec,
         protocol=claimed.protocol,
         data_dir=Path(claimed.data_dir),
         device=device or settings.device,
-        artifacts_dir=Path(artifacts_dir or Path(settings.artifacts_dir) / str(claimed.run_id)),
+        artifacts_dir=Path(artifacts_dir or artifact_folder(claimed.run_id, claimed.uid)),
+        identity=run_identity(claimed),
     )
     fit(spec, TeeRecorder(recorder, *recorders) if recorders else recorder)
 

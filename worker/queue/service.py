@@ -72,7 +72,8 @@ def train_in_process(
             data_dir=str(Path(data_dir).resolve()),
             dataset=info,
         )[0]
-    out = Path(artifacts_dir) if artifacts_dir else Path(settings.artifacts_dir) / str(run_id)
+        uid = queries.run_detail(session, run_id=run_id)["uid"]
+    out = Path(artifacts_dir) if artifacts_dir else runner.artifact_folder(run_id, uid)
     ended = runner.execute(
         run_id,
         worker=f"cli@{platform.node()}/{os.getpid()}",

@@ -2,9 +2,11 @@
 
 fit() trains with the paper's protocol (Adam 1e-3, batch 2, augmentation fresh
 each epoch, selection by lowest validation loss), writes ``checkpoint_latest.pt``
-atomically after every epoch (model, optimizer, RNG states, epoch, best-so-far)
-and resumes from it, so an interrupted run ends with exactly the numbers of an
-uninterrupted one on CPU. The best model is saved as safetensors + config.json.
+atomically after every epoch (model, optimizer, RNG states, epoch, best-so-far,
+the identity of the run) and resumes from it, so an interrupted run ends with
+exactly the numbers of an uninterrupted one on CPU (worker.training.checkpoints:
+the last two are kept, another run's checkpoint is refused). The best model is
+saved as safetensors + config.json; a finished run keeps only that.
 
 The best-so-far weights live in their own file, ``checkpoint_best_epoch{N}.pt``,
 written once when they change instead of inside every latest checkpoint. On CUDA
@@ -21,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import platform
 import time
 from collections.abc import Iterator
@@ -35,6 +36,15 @@ from db.grid import RunSpec
 from db.protocol import EpochRecord, Protocol, RunOutcome
 from worker.data.dataset import load_dataset
 from worker.training import augment, losses, models
+from worker.training.checkpoints import (
+    BEST_WEIGHTS,
+    find_resumable,
+    remove_best_weights_except,
+    remove_temp_files,
+    remove_training_state,
+    save_atomic,
+    save_latest,
+)
 from worker.training.device import (
     autocast,
     device_name,
@@ -48,8 +58,6 @@ from worker.training.recorder import Cancelled, Recorder
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_LATEST = "checkpoint_latest.pt"
-BEST_WEIGHTS = "checkpoint_best_epoch{epoch}.pt"  # best-so-far weights while training
 # Seconds between latest checkpoints on CUDA (bench/README.md: writing one costs
 # about as much as a GPU epoch of a small model; a CPU epoch is far longer).
 CUDA_CHECKPOINT_INTERVAL_S = 60.0
@@ -75,6 +83,10 @@ class TrainSpec:
     cudnn_benchmark: bool | None = None  # let cuDNN time its algorithms once
     compile: bool = False  # torch.compile: minutes of compiling per model, unmeasured
     checkpoint_interval_s: float | None = None  # None: 0 (every epoch) on CPU, 60 on CUDA
+    # Who the run is ({"run_uid", "run", "protocol_hash"}): written into every
+    # checkpoint; a checkpoint of another identity is never resumed. None (fit()
+    # outside the database): any checkpoint of artifacts_dir is resumed.
+    identity: dict | None = None
 
     def performance(self, device: torch.device) -> Performance:
         """The switches resolved for ``device``."""
@@ -108,12 +120,6 @@ class Performance:
     checkpoint_interval_s: float
 
 
-def _save_atomic(obj: dict, path: Path) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def _rng_state() -> dict:
     return {"torch": torch.get_rng_state()}
 
@@ -139,46 +145,21 @@ class RunTrainer:
         self.dataset = load_dataset(spec.data_dir, spec.run.experiment, p.image_size)
         self.artifacts = Path(spec.artifacts_dir)
         self.artifacts.mkdir(parents=True, exist_ok=True)
+        remove_temp_files(self.artifacts)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = perf.cudnn_benchmark
-
-        torch.manual_seed(p.seed)
-        np.random.seed(p.seed % 2**32)
-        model = models.build_model(spec.run).to(device)
-        if perf.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        self.optimizer = torch.optim.Adam(
-            model.parameters(),
-            lr=p.lr,
-            betas=(0.9, 0.999),
-            eps=1e-8,
-            **({"fused": True} if perf.fused_adam else {}),
-        )
-        self.model = model
         self.loss_fn = losses.get_loss(p.loss)
         self.aug_cfg = augment.config_for(spec.run.experiment, p.augment_mode)
-        self.shuffle_gen = torch.Generator().manual_seed(p.seed)
-        self.aug_gen = torch.Generator().manual_seed(p.seed + 1)
-        self.state = {
-            "epoch": 0,
-            "best_val_loss": math.inf,
-            "best_epoch": 0,
-            "best_weights": None,  # file name of the best-so-far weights
-            "train_seconds": [],
-            "val_seconds": [],
-            "first_layer_before": models.first_conv(model).weight.detach().cpu().clone(),
-        }
-        self.best_model: dict[str, torch.Tensor] | None = None
-        self.resumed_from = 0
-        latest = self.artifacts / CHECKPOINT_LATEST
-        if latest.exists():
-            self._resume(latest)
+        self._fresh_start()
+        self.resume_note = self._resume()
+        # the best-weights files named by the previous and the latest checkpoint
+        self._kept_best: list[str | None] = [None, self.state["best_weights"]]
 
         self.x_train, self.y_train = to_tensor(self.dataset.train, device)
         self.x_val, self.y_val = to_tensor(self.dataset.validation, device)
-        self.parameters_m = models.count_parameters(model)
+        self.parameters_m = models.count_parameters(self.model)
         if perf.compile:
-            model.compile()  # in place: state_dict keys stay those of the plain model
+            self.model.compile()  # in place: state_dict keys stay those of the plain model
         dataset = self.dataset
         self.recorder.start(
             {
@@ -198,13 +179,64 @@ class RunTrainer:
                 },
                 "parameters_m": self.parameters_m,
                 "resumed_from": self.resumed_from,
+                "resume_note": self.resume_note,
                 "host": platform.node(),
             }
         )
         self._last_checkpoint = time.perf_counter()
 
-    def _resume(self, latest: Path) -> None:
-        ckpt = torch.load(latest, map_location="cpu", weights_only=True)
+    def _fresh_start(self) -> None:
+        """Seed, build the model and optimizer, and start the bookkeeping at epoch 0."""
+        p, perf = self.protocol, self.performance
+        torch.manual_seed(p.seed)
+        np.random.seed(p.seed % 2**32)
+        model = models.build_model(self.spec.run).to(self.device)
+        if perf.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.optimizer = torch.optim.Adam(
+            model.parameters(),
+            lr=p.lr,
+            betas=(0.9, 0.999),
+            eps=1e-8,
+            **({"fused": True} if perf.fused_adam else {}),
+        )
+        self.model = model
+        self.shuffle_gen = torch.Generator().manual_seed(p.seed)
+        self.aug_gen = torch.Generator().manual_seed(p.seed + 1)
+        self.state = {
+            "epoch": 0,
+            "best_val_loss": math.inf,
+            "best_epoch": 0,
+            "best_weights": None,  # file name of the best-so-far weights
+            "train_seconds": [],
+            "val_seconds": [],
+            "first_layer_before": models.first_conv(model).weight.detach().cpu().clone(),
+        }
+        self.best_model: dict[str, torch.Tensor] | None = None
+        self.resumed_from = 0
+
+    def _resume(self) -> str | None:
+        """Continue from the newest usable checkpoint of this run, if there is one;
+        returns one sentence on what was resumed or passed over (None: a fresh start
+        with nothing to say)."""
+        found, notes = find_resumable(self.artifacts, self.spec.identity)
+        if found is not None:
+            try:
+                self._apply(found.checkpoint, found.best_model)
+            except Exception as error:  # a checkpoint of another shape of model, say
+                notes.append(f"{found.source} did not fit this model ({type(error).__name__})")
+                self._fresh_start()
+            else:
+                log.info("resuming %s from epoch %d", self.spec.run.name, self.resumed_from)
+                notes.append(f"resumed from epoch {self.resumed_from} ({found.source})")
+                return "; ".join(notes) + "."
+        if notes:
+            notes.append("started from epoch 1")
+            log.warning("%s: %s", self.spec.run.name, "; ".join(notes))
+            return "; ".join(notes) + "."
+        return None
+
+    def _apply(self, ckpt: dict, best_model: dict | None) -> None:
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.shuffle_gen.set_state(ckpt["shuffle_rng"])
@@ -213,17 +245,10 @@ class RunTrainer:
         if self.device.type == "cuda" and ckpt.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(ckpt["cuda_rng"], self.device)
         state = ckpt["state"]
-        # checkpoints written before the best weights had their own file held them inline
-        self.best_model = state.pop("best_model", None)
         state.setdefault("best_weights", None)
-        if state["best_weights"]:
-            best = torch.load(
-                self.artifacts / state["best_weights"], map_location="cpu", weights_only=True
-            )
-            self.best_model = best["model"]
+        self.best_model = best_model
         self.state = state
         self.resumed_from = state["epoch"]
-        log.info("resuming %s from epoch %d", self.spec.run.name, self.resumed_from)
 
     def steps(self) -> Iterator[None]:
         """Train the remaining epochs; yields after every unit of work.
@@ -305,20 +330,22 @@ class RunTrainer:
         yield
 
     def checkpoint(self) -> None:
-        """Write ``checkpoint_latest.pt`` atomically; the best-so-far weights go to
-        their own file first, and only when they changed since the last one."""
+        """Write ``checkpoint_latest.pt`` atomically (the one before it stays as
+        ``checkpoint_previous.pt``); the best-so-far weights go to their own file
+        first, and only when they changed since the last one."""
         state = self.state
         if self.best_model is not None:
             name = BEST_WEIGHTS.format(epoch=state["best_epoch"])
             if state["best_weights"] != name:
-                _save_atomic(
+                save_atomic(
                     {"epoch": state["best_epoch"], "model": self.best_model},
                     self.artifacts / name,
                 )
                 state["best_weights"] = name
         cuda = self.device.type == "cuda"
-        _save_atomic(
+        save_latest(
             {
+                "identity": self.spec.identity,
                 "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "shuffle_rng": self.shuffle_gen.get_state(),
@@ -327,19 +354,19 @@ class RunTrainer:
                 "cuda_rng": torch.cuda.get_rng_state(self.device) if cuda else None,
                 "state": state,
             },
-            self.artifacts / CHECKPOINT_LATEST,
+            self.artifacts,
         )
-        # only now is no checkpoint pointing at an older best file
-        for old in self.artifacts.glob(BEST_WEIGHTS.format(epoch="*")):
-            if old.name != state["best_weights"]:
-                old.unlink(missing_ok=True)
+        # only now does no kept checkpoint point at an older best file
+        self._kept_best = [self._kept_best[-1], state["best_weights"]]
+        remove_best_weights_except(self.artifacts, {n for n in self._kept_best if n})
         self._last_checkpoint = time.perf_counter()
 
     def finish(self) -> RunOutcome:
-        """Load the best weights, test them, save the model, call recorder.finish."""
+        """Load the best weights, test them, save the model, call recorder.finish;
+        once the results are recorded, remove what only a resume would need."""
         if self.best_model is not None:
             self.model.load_state_dict(self.best_model)
-        return finish_run(
+        outcome = finish_run(
             self.spec,
             self.model,
             self.dataset,
@@ -349,6 +376,8 @@ class RunTrainer:
             self.device,
             amp=self.performance.amp,
         )
+        remove_training_state(self.artifacts)
+        return outcome
 
 
 def fit(spec: TrainSpec, recorder: Recorder | None = None) -> RunOutcome:
