@@ -125,3 +125,47 @@ def test_a_live_process_keeps_its_run(stack, synthetic_data):
     with session_scope(stack.db_url) as session:
         jobs.claim(session, run_id=run_id, worker=f"node@host/{os.getpid()}")
     assert execute(stack, run_id, worker="node@host/2") == runner.SKIPPED
+
+
+@pytest.mark.slow
+def test_a_recreated_database_never_resumes_another_runs_checkpoint(stack, synthetic_data):
+    """The old bug: delete the database, keep the artifacts folder, train another run:
+    the new run 1 resumed old run 1's checkpoint. Folders are <id>-<uid> now, and the
+    checkpoint is signed with the run's identity."""
+    from db.session import dispose_engine
+
+    (old_id,) = stack.submit(*TINY, data=synthetic_data, epochs=3)
+    stopped = threading.Event()
+    thread, result = in_thread(stack, old_id, should_stop=stopped.is_set)
+    stopped.set()  # the worker shuts down after epoch 1: the run keeps its checkpoint
+    thread.join(120)
+    assert result == [runner.RELEASED]
+    dispose_engine(stack.db_url)
+    for leftover in stack.home.glob("segbench*.db*"):
+        leftover.unlink()
+    lesion = ["-x", "lesion-segmentation-a", *TINY[2:]]
+    (new_id,) = stack.submit(*lesion, data=synthetic_data, epochs=3)
+    assert new_id == old_id  # the same integer id in the new database
+    assert execute(stack, new_id) == runner.SUCCEEDED
+    run = stack.runs()[new_id]
+    assert stack.epochs(new_id) == [1, 2, 3]
+    assert (run["resumed_from"], run["note"]) == (0, None)
+    folders = sorted(p.name for p in (stack.home / "artifacts").iterdir())
+    assert len(folders) == 2 and f"{new_id}-{run['uid']}" in folders
+
+
+@pytest.mark.slow
+def test_a_checkpoint_in_an_explicit_folder_of_another_run_is_ignored(stack, synthetic_data):
+    folder = stack.home / "shared-folder"
+    (first,) = stack.submit(*TINY, data=synthetic_data, epochs=3)
+    stopped = threading.Event()
+    thread, result = in_thread(stack, first, should_stop=stopped.is_set, artifacts_dir=folder)
+    stopped.set()
+    thread.join(120)
+    lesion = ["-x", "lesion-segmentation-a", *TINY[2:]]
+    (second,) = stack.submit(*lesion, data=synthetic_data, epochs=2, sweep="other")
+    assert execute(stack, second, artifacts_dir=folder) == runner.SUCCEEDED
+    run = stack.runs()[second]
+    assert stack.epochs(second) == [1, 2] and run["resumed_from"] == 0
+    assert "not this run; it was ignored" in run["note"]
+    assert run["note"].endswith("started from epoch 1.")
