@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 from functools import lru_cache
 
 from pydantic import SecretStr
@@ -21,19 +22,31 @@ class Settings(BaseSettings):
     broker_url: str | None = None  # None: the embedded broker, no server needed
     artifacts_dir: str = "./artifacts"
     data_dir: str = "./data"
-    lease_seconds: int = 600
+    # A run's lease: a worker that sends no heartbeat for this long is taken for dead
+    # and its run is requeued. Heartbeats go every heartbeat_seconds from a thread of
+    # their own, whatever the epoch length, so the lease is sized for detection.
+    lease_seconds: int = 40
+    heartbeat_seconds: float = 10.0
+    # How long a worker keeps trying a write the database does not take (a restart,
+    # a lock held by another writer) before the run's attempt ends.
+    db_retry_seconds: float = 60.0
     max_attempts: int = 3
     dashboard_password: SecretStr | None = None
     # Queue timings (worker.queue). Redis hands an unacknowledged message to
     # another worker after visibility_timeout seconds: keep it longer than the
     # longest run (the claim in the database protects anyway).
     visibility_timeout: int = 2 * 24 * 3600
-    # How often each worker's reaper requeues runs whose lease expired.
-    reaper_interval: float = 30.0
+    # How often each worker's reaper requeues runs whose lease expired or whose
+    # holder, a process of this host, no longer exists.
+    reaper_interval: float = 5.0
     # On SIGTERM a worker lets running runs finish their epoch for this long, then
     # requeues them; compose's stop_grace_period must be longer.
     soft_shutdown_timeout: float = 60.0
     device: str = "auto"  # auto: cuda when visible, else cpu
+    # The host name a worker records in its leases (default: this machine's). Runs
+    # held by dead processes of the same host are requeued at once; another host's
+    # must wait for their lease.
+    worker_host: str | None = None
     gpu_lock_dir: str = "/tmp/segbench-gpus"
 
 
@@ -41,3 +54,8 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The settings, read from the environment on first use and cached."""
     return Settings()
+
+
+def worker_host() -> str:
+    """This machine's name as workers record it in their leases."""
+    return get_settings().worker_host or platform.node()

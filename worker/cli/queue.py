@@ -13,7 +13,7 @@ import typer
 
 from db.protocol import Protocol
 from db.session import dispose_engine, ensure_schema, redact
-from db.settings import get_settings
+from db.settings import get_settings, worker_host
 from worker.cli.app import app
 from worker.cli.options import (
     ArchitectureOpt,
@@ -132,7 +132,7 @@ def worker_command(
             "--pool=prefork",
             f"--concurrency={concurrency}",
             f"--loglevel={loglevel}",
-            f"--hostname=segbench-{os.getpid()}@%h",
+            f"--hostname=segbench-{os.getpid()}@{worker_host()}",
             f"--queues={queue_broker.QUEUE}",
             "--without-gossip",
             "--without-mingle",

@@ -12,18 +12,49 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
+from typing import Any, TypeVar
+
+from sqlalchemy import exc as sa_exc
 
 from db import jobs
+from db.errors import DatabaseUnreachable
 from db.protocol import EpochRecord, RunOutcome
 from db.session import session_scope
+from db.settings import get_settings
 from worker.training.recorder import Recorder
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class LeaseLost(Exception):
     """This worker no longer holds the run's lease (another worker took it over)."""
+
+
+# Errors of a database that blinked (restarting, locked by another writer, out of
+# connections): the write is tried again rather than ending the run's attempt.
+TRANSIENT = (sa_exc.OperationalError, sa_exc.InterfaceError, DatabaseUnreachable)
+
+
+def with_retries(write: Callable[[], T], *, what: str, patience: float | None = None) -> T:
+    """Run `write` (one transaction), trying again with growing pauses while the
+    database does not answer, for at most `patience` seconds (the settings'
+    db_retry_seconds): a blip of the database costs a pause, not a run."""
+    patience = get_settings().db_retry_seconds if patience is None else patience
+    deadline = time.monotonic() + patience
+    pause = 0.5
+    while True:
+        try:
+            return write()
+        except TRANSIENT as error:
+            if time.monotonic() + pause > deadline:
+                raise
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            log.warning("%s: the database did not answer (%s); again in %.1f s", what, first, pause)
+            time.sleep(pause)
+            pause = min(pause * 2, 8.0)
 
 
 class DbRecorder(Recorder):
@@ -88,17 +119,24 @@ class LeasedRecorder(DbRecorder):
             self.lost.set()
             raise LeaseLost(f"run {self.run_id} is no longer held by {self.worker}")
 
+    def _write(self, what: str, action: Callable) -> Any:
+        def once():
+            with session_scope(self.url) as session:
+                self._hold(session)
+                return action(session)
+
+        return with_retries(once, what=f"run {self.run_id}: {what}")
+
     def start(self, config: dict) -> None:
-        with session_scope(self.url) as session:
-            self._hold(session)
-            jobs.record_start(session, run_id=self.run_id, config=config)
+        self._write("start", lambda s: jobs.record_start(s, run_id=self.run_id, config=config))
 
     def epoch(self, record: EpochRecord) -> None:
-        with session_scope(self.url) as session:
-            self._hold(session)
-            self._cancel_seen = jobs.record_epoch(
-                session, run_id=self.run_id, record=record, lease_seconds=self.lease_seconds
-            )
+        self._cancel_seen = self._write(
+            f"epoch {record.epoch}",
+            lambda s: jobs.record_epoch(
+                s, run_id=self.run_id, record=record, lease_seconds=self.lease_seconds
+            ),
+        )
 
     def cancelled(self) -> bool:
         if self.should_stop():
@@ -107,13 +145,12 @@ class LeasedRecorder(DbRecorder):
         return super().cancelled()
 
     def finish(self, outcome: RunOutcome) -> None:
-        with session_scope(self.url) as session:
-            self._hold(session)
-            jobs.finish(session, run_id=self.run_id, outcome=outcome)
+        self._write("results", lambda s: jobs.finish(s, run_id=self.run_id, outcome=outcome))
 
 
 class Heartbeat(threading.Thread):
-    """Extends the lease every `interval` seconds while an epoch runs."""
+    """Extends the lease every `interval` seconds while an epoch runs; after a failed
+    beat (the database blinked) it tries again within a second."""
 
     def __init__(self, recorder: LeasedRecorder, interval: float) -> None:
         super().__init__(name=f"heartbeat-{recorder.run_id}", daemon=True)
@@ -123,14 +160,17 @@ class Heartbeat(threading.Thread):
 
     def run(self) -> None:
         r = self.recorder
-        while not self._done.wait(self.interval):
+        wait = self.interval
+        while not self._done.wait(wait):
+            wait = self.interval
             try:
                 with session_scope(r.url) as session:
                     held = jobs.heartbeat(
                         session, run_id=r.run_id, worker=r.worker, lease_seconds=r.lease_seconds
                     )
-            except Exception as error:  # the database blinked: try again next beat
+            except Exception as error:  # the database blinked: try again soon
                 log.warning("heartbeat of run %d: %s", r.run_id, error)
+                wait = min(self.interval, 1.0)
                 continue
             if not held:
                 log.warning("run %d is no longer held by %s", r.run_id, r.worker)

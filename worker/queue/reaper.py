@@ -1,7 +1,8 @@
 """The reaper: a thread in every `segbench worker` that keeps the queue honest.
 
-Each tick (every ``reaper_interval`` seconds, with jitter) it
+Each tick (at start, then every ``reaper_interval`` seconds, with jitter) it
 1. requeues runs whose lease expired (their worker died) with db.jobs.requeue_expired,
+   and, at once, runs held by a process of this host that no longer exists,
    or fails them after their last attempt, and publishes the requeued ids, so they
    resume from their checkpoint on any worker;
 2. when the broker's queue was empty on two ticks in a row while the database held
@@ -32,6 +33,7 @@ from sqlalchemy.orm import Session
 
 from db import jobs, queries
 from db.engine import create_fresh_engine
+from db.settings import worker_host
 from worker.queue.broker import compact_embedded_broker, publish, queue_depth
 
 log = logging.getLogger(__name__)
@@ -56,7 +58,9 @@ class Reaper(threading.Thread):
         self._stopped.set()
 
     def run(self) -> None:
-        while not self._stopped.wait(self.interval * random.uniform(0.8, 1.2)):
+        wait = 0.0  # the first tick at once: a worker that starts picks up dead runs
+        while not self._stopped.wait(wait):
+            wait = self.interval * random.uniform(0.8, 1.2)
             try:
                 self.tick()
             except Exception as error:  # a database or broker blip: try again next tick
@@ -67,7 +71,10 @@ class Reaper(threading.Thread):
         if self._engine is None:
             self._engine = _engine(self.database_url)
         with Session(self._engine) as session, session.begin():
+            dead = jobs.expire_leases_of_dead_processes(session, host=worker_host())
             requeued, failed = jobs.requeue_expired(session)
+        if dead:
+            log.warning("reaper: runs %s were held by processes of this host that died", dead)
         if requeued:
             log.warning("reaper: leases expired, requeued runs %s", requeued)
             publish(requeued)

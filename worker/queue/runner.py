@@ -15,12 +15,14 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import torch
+
 from db import jobs
-from db.errors import UnknownRun
+from db.errors import SegbenchError, UnknownRun
 from db.session import session_scope
 from db.settings import get_settings
 from worker.data.errors import DataError
-from worker.queue.lease import Heartbeat, LeasedRecorder, LeaseLost
+from worker.queue.lease import Heartbeat, LeasedRecorder, LeaseLost, with_retries
 from worker.training.recorder import Cancelled, Recorder, TeeRecorder
 from worker.training.trainer import TrainSpec, fit
 
@@ -36,12 +38,29 @@ SKIPPED, SUCCEEDED, FAILED, CANCELLED, RELEASED, LOST = (
 )
 
 
-def failure_reason(error: BaseException) -> str:
+def failure_reason(error: BaseException, claimed=None) -> str:
+    """The one sentence stored with a failed run."""
     if isinstance(error, DataError):
         return f"data check failed: {error}"
+    if isinstance(error, torch.OutOfMemoryError):
+        what = "the model"
+        if claimed is not None:
+            spec, size = claimed.spec, claimed.protocol.batch_size
+            what = f"{spec.architecture}-{spec.encoder} at batch size {size}"
+        return (
+            f"out of GPU memory training {what} on {device_name_of(error)}; it is not "
+            "retried on the same device: use a GPU with more memory, a smaller batch "
+            "or image size, or fewer runs per GPU (--concurrency)."
+        )
+    if isinstance(error, SegbenchError):
+        return str(error)
     where = traceback.extract_tb(error.__traceback__)
     place = f" (at {Path(where[-1].filename).name}:{where[-1].lineno})" if where else ""
     return f"{type(error).__name__}: {error}{place}"
+
+
+def device_name_of(error: BaseException) -> str:
+    return "GPU" if "CUDA" in str(error) or torch.cuda.is_available() else "this device"
 
 
 def execute(
@@ -82,7 +101,7 @@ def execute(
         database_url, run_id, worker, settings.lease_seconds, should_stop=should_stop
     )
     try:
-        with Heartbeat(recorder, interval=max(settings.lease_seconds / 3, 0.5)):
+        with Heartbeat(recorder, interval=heartbeat_interval(settings)):
             _train(claimed, recorder, settings, artifacts_dir, device, recorders)
     except LeaseLost as error:
         log.warning("%s; leaving it to its new holder", error)
@@ -100,13 +119,18 @@ def execute(
             _end(database_url, run_id, worker, functools.partial(jobs.release, worker=worker))
         raise
     except Exception as error:
-        reason = failure_reason(error)
+        reason = failure_reason(error, claimed)
         log.exception("run %d failed: %s", run_id, reason)
         _end(
             database_url, run_id, worker, lambda s, **kw: jobs.fail(s, run_id=run_id, reason=reason)
         )
         return FAILED
     return SUCCEEDED
+
+
+def heartbeat_interval(settings) -> float:
+    """The settings' heartbeat, never more than a third of the lease."""
+    return max(min(settings.heartbeat_seconds, settings.lease_seconds / 3), 0.5)
 
 
 def artifact_folder(run_id: int, uid: str, artifacts_dir: str | Path | None = None) -> Path:
@@ -137,7 +161,12 @@ def _train(claimed, recorder: LeasedRecorder, settings, artifacts_dir, device, r
 
 
 def _end(database_url, run_id: int, worker: str, action) -> None:
-    """Apply `action` only while this worker still holds the run."""
-    with session_scope(database_url) as session:
-        if jobs.heartbeat(session, run_id=run_id, worker=worker):
-            action(session, run_id=run_id)
+    """Apply `action` only while this worker still holds the run (a database blip is
+    waited out)."""
+
+    def once() -> None:
+        with session_scope(database_url) as session:
+            if jobs.heartbeat(session, run_id=run_id, worker=worker):
+                action(session, run_id=run_id)
+
+    with_retries(once, what=f"run {run_id}: end")

@@ -12,7 +12,6 @@ worker's reaper publishes them once the broker answers (the command says so).
 from __future__ import annotations
 
 import os
-import platform
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from db.errors import DatabaseError
 from db.grid import RunSpec
 from db.protocol import Protocol
 from db.session import session_scope
-from db.settings import get_settings
+from db.settings import get_settings, worker_host
 from worker.data.dataset import dataset_info
 from worker.queue import broker, runner
 from worker.queue.broker import BrokerError
@@ -76,7 +75,7 @@ def train_in_process(
     out = Path(artifacts_dir) if artifacts_dir else runner.artifact_folder(run_id, uid)
     ended = runner.execute(
         run_id,
-        worker=f"cli@{platform.node()}/{os.getpid()}",
+        worker=f"cli@{worker_host()}/{os.getpid()}",
         database_url=url,
         artifacts_dir=out,
         device=device,
