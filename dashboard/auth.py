@@ -7,12 +7,19 @@ Reading never needs it. The password comes from the settings
 from __future__ import annotations
 
 import hmac
+import logging
+import time
 
 import streamlit as st
 
 from db.settings import get_settings
 
+log = logging.getLogger(__name__)
+
 STATE_KEY = "segbench_authorised"
+FAILURES_KEY = "segbench_password_failures"
+MAX_DELAY_S = 30.0
+_FAILURES: dict[str, int] = {}  # wrong guesses in a row, per client address
 
 
 def configured_password() -> str | None:
@@ -41,11 +48,32 @@ def password_form() -> None:
         help="Launching, cancelling and retrying runs need the dashboard password.",
     )
     if typed:
+        client = _client()
+        failures = max(_FAILURES.get(client, 0), st.session_state.get(FAILURES_KEY, 0))
+        # Each wrong guess makes the next one wait longer, per client and per session.
+        time.sleep(failure_delay(failures))
         if hmac.compare_digest(typed.encode(), password.encode()):
+            _FAILURES.pop(client, None)
+            st.session_state[FAILURES_KEY] = 0
             st.session_state[STATE_KEY] = True
             st.rerun()
         else:
+            _FAILURES[client] = failures + 1
+            st.session_state[FAILURES_KEY] = failures + 1
+            log.warning("dashboard: wrong password from %s (%d in a row)", client, failures + 1)
             st.sidebar.error("Wrong password.")
+
+
+def failure_delay(failures: int) -> float:
+    """Seconds to wait before checking a guess after `failures` wrong ones in a row."""
+    return 0.0 if failures <= 0 else min(MAX_DELAY_S, 0.5 * 2 ** (failures - 1))
+
+
+def _client() -> str:
+    try:
+        return str(st.context.ip_address or "local")
+    except Exception:  # older Streamlit, or no browser (AppTest)
+        return "local"
 
 
 def authorised() -> bool:

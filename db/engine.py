@@ -146,6 +146,12 @@ def stamped_revision(url: str) -> str | None:
             return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
     except (sa_exc.OperationalError, sa_exc.InterfaceError) as error:
         raise unreachable(url, error) from None
+    except sa_exc.DatabaseError as error:  # e.g. a file that is not an SQLite database
+        reason = (str(error.orig or error).strip().splitlines() or ["not a database"])[0]
+        raise DatabaseUnreachable(
+            f"{redact(url)} is not a segbench database ({reason}); expected a SQLite file "
+            "written by segbench, or a PostgreSQL URL."
+        ) from None
     except sa_exc.ArgumentError as error:
         raise DatabaseUnreachable(
             f"The database URL {redact(url)} is not valid ({error}); expected e.g. "

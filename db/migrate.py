@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from functools import lru_cache
 from pathlib import Path
 
@@ -60,15 +61,27 @@ def upgrade(url: str | None = None, revision: str = "head") -> None:
     check_connection(url)
     try:
         command.upgrade(alembic_config(url), revision)
-    except sa_exc.OperationalError:
-        # Two processes upgrading a fresh SQLite file at once: the loser finds it done.
-        if revision == "head" and _at_head(url):
+    except (sa_exc.OperationalError, sa_exc.IntegrityError, sa_exc.ProgrammingError):
+        # Several processes upgrading a fresh database at once: the losers' CREATE
+        # TABLE fails (a lock on SQLite, a duplicate on PostgreSQL) and they find the
+        # winner's schema, once its transaction is committed.
+        if revision == "head" and _wait_for_head(url, seconds=30):
             return
         raise
 
 
 def downgrade(url: str | None = None, revision: str = "base") -> None:
     command.downgrade(alembic_config(url), revision)
+
+
+def _wait_for_head(url: str, *, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while True:
+        if _at_head(url):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
 
 
 def _at_head(url: str) -> bool:

@@ -17,6 +17,11 @@ METRIC_MODES = ("standard", "authors-2020")
 AUGMENT_MODES = ("paper", "authors-code")
 
 
+# Upper bounds that no real protocol reaches and that keep a typo from allocating
+# terabytes or overflowing a database integer.
+LIMITS = {"epochs": 100_000, "image_size": 2048, "batch_size": 1024}
+
+
 class ProtocolError(InvalidInput):
     """A protocol setting outside its accepted values."""
 
@@ -39,9 +44,10 @@ class Protocol:
         check_choice("loss", self.loss, LOSSES, ProtocolError)
         check_choice("metric mode", self.metric_mode, METRIC_MODES, ProtocolError)
         check_choice("augmentation mode", self.augment_mode, AUGMENT_MODES, ProtocolError)
-        for name in ("epochs", "image_size", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ProtocolError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        for name, most in LIMITS.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
+                raise ProtocolError(f"{name} must be a whole number from 1 to {most}, got {value}.")
         if self.image_size % 32:
             raise ProtocolError(
                 f"image size must be a multiple of 32 (encoder depth 5), got {self.image_size}."

@@ -55,7 +55,10 @@ protocol = common.attempt(
     metric_mode=metric_mode,
     seed=int(seed),
 )
-dataset = common.attempt(data.dataset_info, data_dir.strip()) if data_dir.strip() else None
+# Reading a folder says whether it exists: with a password set, only after it is given.
+dataset = (
+    common.attempt(data.dataset_info, data_dir.strip()) if data_dir.strip() and can_act else None
+)
 if not data_dir.strip():
     st.error("Name the dataset folder (made by `segbench data fetch` or `segbench data synth`).")
 if dataset is not None:

@@ -22,7 +22,9 @@ results). Both are offered here under one name.
 from db.jobs.lifecycle import (
     RUN_IDENTITY,
     ClaimedRun,
+    SubmittedRuns,
     cancel,
+    check_sweep_name,
     claim,
     expire_lease_of_dead_process,
     expire_leases_of_dead_processes,
@@ -35,6 +37,7 @@ from db.jobs.lifecycle import (
     requeue_expired,
     retry,
     submit,
+    sweep_name_from,
 )
 from db.jobs.records import (
     finish,
@@ -47,7 +50,9 @@ from db.jobs.records import (
 __all__ = [
     "RUN_IDENTITY",
     "ClaimedRun",
+    "SubmittedRuns",
     "cancel",
+    "check_sweep_name",
     "claim",
     "expire_lease_of_dead_process",
     "expire_leases_of_dead_processes",
@@ -65,4 +70,5 @@ __all__ = [
     "requeue_expired",
     "retry",
     "submit",
+    "sweep_name_from",
 ]

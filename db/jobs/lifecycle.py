@@ -4,6 +4,7 @@ cancel, retry, and the requeueing of runs whose worker died (see db.jobs)."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -21,6 +22,35 @@ from db.queries._shared import sweep_id
 from db.settings import get_settings
 
 RUN_IDENTITY = ("sweep_id", "experiment", "architecture", "encoder", "init", "seed")
+
+
+SWEEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+class SubmittedRuns(list):
+    """The ids of the selected runs, with `created`: those this submit inserted."""
+
+    def __init__(self, ids, *, created: set[int]):
+        super().__init__(ids)
+        self.created = created
+
+
+def check_sweep_name(name: str) -> str:
+    """A sweep name: 1 to 100 letters, digits, '.', '_' or '-', starting with a letter or
+    digit (it is shown in terminals, file names and URLs)."""
+    if not isinstance(name, str) or not SWEEP_NAME.fullmatch(name):
+        shown = ascii(name)[:60] + ("..." if len(ascii(name)) > 60 else "")
+        raise InvalidInput(
+            f"Sweep name {shown} is not usable; expected 1 to 100 letters, digits, '.', '_' "
+            "or '-', starting with a letter or digit."
+        )
+    return name
+
+
+def sweep_name_from(text: str) -> str:
+    """A usable sweep name made from free text (a dataset's name, say)."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-._")[:80]
+    return name or "sweep"
 
 
 @dataclass(frozen=True)
@@ -67,9 +97,11 @@ def submit(
 ) -> list[int]:
     """Enqueue `specs` under `sweep`; runs that already exist are left alone.
 
-    Returns the ids of all selected runs (new or not), in the order of `specs`.
+    Returns the ids of all selected runs (new or not), in the order of `specs`; its
+    `created` holds the ids this call inserted (what needs a message to the broker).
     `dataset`: {name, kind, synthetic, manifest_hash}.
     """
+    check_sweep_name(sweep)
     protocol_hash = protocol.hash()
     synthetic = bool(dataset["synthetic"])
     now = utcnow()
@@ -121,17 +153,20 @@ def submit(
         }
         for spec in specs
     ]
+    created: set[int] = set()
     if rows:
         identity = [*RUN_IDENTITY, "protocol_hash"]
         stmt = upsert_insert(session, Run.__table__).on_conflict_do_nothing(index_elements=identity)
-        session.execute(stmt, rows)
+        created = set(session.scalars(stmt.returning(Run.id), rows))
     existing = session.execute(
         select(Run.id, Run.experiment, Run.architecture, Run.encoder, Run.init).where(
             Run.sweep_id == row.id, Run.protocol_hash == protocol_hash, Run.seed == protocol.seed
         )
     )
     ids = {(r.experiment, r.architecture, r.encoder, r.init): r.id for r in existing}
-    return [ids[(s.experiment, s.architecture, s.encoder, s.init)] for s in specs]
+    return SubmittedRuns(
+        [ids[(s.experiment, s.architecture, s.encoder, s.init)] for s in specs], created=created
+    )
 
 
 def claim(

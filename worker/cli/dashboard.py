@@ -34,6 +34,9 @@ def streamlit_command(port: int, address: str = "127.0.0.1") -> list[str]:
         "false",
         "--client.toolbarMode",
         "minimal",
+        # An error shows as its sentence; details (paths, tracebacks) stay in the log.
+        "--client.showErrorDetails",
+        "none",
     ]
 
 

@@ -15,6 +15,7 @@ from worker.cli.options import (
     SweepOpt,
     check_format,
     database_url,
+    existing_database_url,
     print_json,
     user_errors,
 )
@@ -48,7 +49,7 @@ def status(
 ) -> None:
     """The runs, their state, epoch progress and test scores."""
     check_format(format)
-    with user_errors(), session_scope(database_url(db)) as session:
+    with user_errors(), session_scope(existing_database_url(db)) as session:
         rows = queries.status_rows(session, sweep=sweep)
         counts = queries.queue_counts(session, sweep=sweep)
     if format == "json":

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from worker.cli.app import app
-from worker.cli.options import FormatOpt, check_format, print_json, user_errors
+from worker.cli.options import FormatOpt, check_format, fail, print_json, user_errors
 from worker.cli.results import export_app
 
 ModelOpt = Annotated[Path, typer.Option("--model", help="Model folder (safetensors + json).")]
@@ -28,17 +28,19 @@ def predict(
     output: Annotated[Path, typer.Option("--output", help="Mask to write (.nii.gz).")],
     lung_model: LungOpt = None,
     device: DeviceOpt = "cpu",
-    batch_size: Annotated[int, typer.Option(help="Slices per forward pass.")] = 8,
+    batch_size: Annotated[int, typer.Option(help="Slices per forward pass.", min=1, max=4096)] = 8,
     reference: Annotated[
         Path | None, typer.Option(help="Ground-truth mask: also report Dice, NSD and HD95.")
     ] = None,
-    tolerance_mm: Annotated[float, typer.Option(help="NSD tolerance in mm.")] = 2.0,
+    tolerance_mm: Annotated[float, typer.Option(help="NSD tolerance in mm (above 0).")] = 2.0,
     format: FormatOpt = "table",
 ) -> None:
     """Segment every axial slice of a CT volume with a saved model (CPU by default)."""
     from worker.inference.predict import predict_file
 
     check_format(format)
+    if not tolerance_mm > 0:
+        fail(f"--tolerance-mm must be above 0, got {tolerance_mm:g}.")
     with user_errors():
         summary = predict_file(
             model, input, output, lung_model_dir=lung_model, device=device, batch_size=batch_size

@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
+from sqlalchemy import make_url
 
+from db.engine import is_sqlite, normalize_url
 from db.errors import SegbenchError
 from db.grid import RunSpec, expand
 from db.settings import get_settings
@@ -78,6 +80,20 @@ def selection(experiment, architecture, encoder, family, init) -> list[RunSpec]:
 def database_url(db: str | None) -> str:
     """--db, else the settings' database URL."""
     return db or get_settings().database_url
+
+
+def existing_database_url(db: str | None) -> str:
+    """The database URL of a command that only reads: a SQLite file that does not exist
+    is a mistyped path, not a new database to create."""
+    url = database_url(db)
+    if is_sqlite(url):
+        path = make_url(normalize_url(url)).database
+        if path and path != ":memory:" and not Path(path).is_file():
+            fail(
+                f"No database at {Path(path).resolve()}; expected an existing segbench "
+                "SQLite file (check --db or SEGBENCH_DATABASE_URL)."
+            )
+    return url
 
 
 def check_format(fmt: str, valid: Sequence[str] = ("table", "json")) -> None:

@@ -25,7 +25,7 @@ from worker.cli.options import (
     InitOpt,
     SweepOpt,
     check_format,
-    database_url,
+    existing_database_url,
     fail,
     print_json,
     user_errors,
@@ -54,7 +54,7 @@ def export_models(
     from worker.results.model_export import export_models as run_export
 
     check_format(format)
-    with user_errors(), session_scope(database_url(db)) as session:
+    with user_errors(), session_scope(existing_database_url(db)) as session:
         done = run_export(
             session,
             dir,
@@ -95,7 +95,7 @@ def export_table(
     check_format(format, FORMATS)
     with user_errors():
         check_choice("metric mode", metric_mode, METRIC_MODES)
-        with session_scope(database_url(db)) as session:
+        with session_scope(existing_database_url(db)) as session:
             df = results_frame(
                 session,
                 metric_mode=metric_mode,
@@ -136,7 +136,7 @@ def export_figures(
     from worker.results.frames import results_frame
 
     with user_errors():
-        with session_scope(database_url(db)) as session:
+        with session_scope(existing_database_url(db)) as session:
             df = results_frame(session, sweep=sweep, experiment=experiment)
             bands = {
                 x: pd.DataFrame(
@@ -181,7 +181,7 @@ def compare(
         fail("--sweep needs --experiment: runs of different experiments are not comparable.")
     from worker.results.compare import compare_runs, compare_sweep
 
-    with user_errors(), session_scope(database_url(db)) as session:
+    with user_errors(), session_scope(existing_database_url(db)) as session:
         if runs:
             result = compare_runs(session, runs[0], runs[1], n_resamples=resamples, seed=seed)
         else:

@@ -56,6 +56,7 @@ def train(
     # torch and the data stack load only for a command that trains
     from worker.data.dataset import load_dataset
     from worker.queue.service import train_in_process
+    from worker.training.device import resolve_device
     from worker.training.models import imagenet_weights_path
     from worker.training.recorder import FileRecorder, ProgressRecorder
 
@@ -71,7 +72,8 @@ def train(
             metric_mode=metric_mode,
             augment_mode=augment_mode,
         )
-        if run.init == "imagenet":  # refuse before any row is written
+        resolve_device(device)  # refuse before any row is written
+        if run.init == "imagenet":
             imagenet_weights_path(run.encoder)
         # Check (and preprocess) the data before any row is written; fit() then finds
         # it in this process's cache instead of reading and checking it again.

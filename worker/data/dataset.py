@@ -81,6 +81,17 @@ def _needs(experiment: str) -> tuple[str, ...]:
     return ("lesions", "lungs")
 
 
+def check_targets(layout: Layout, experiment: str) -> None:
+    """DataError unless every volume has the masks `experiment` needs."""
+    for role in _needs(experiment):
+        for e in layout.entries:
+            if getattr(e, role) is None:
+                raise DataError(
+                    f"{e.where or layout.root}: no `{role}` mask for {e.image}, which "
+                    f'{experiment} needs; add `{role} = "..."` to that table in dataset.toml.'
+                )
+
+
 def load_dataset(
     path: str | Path,
     experiment: str,
@@ -101,13 +112,7 @@ def load_dataset(
         raise DataError(f"image size must be a positive integer, got {image_size!r}.")
     image_size = int(image_size)
     layout = read_layout(path)
-    for role in _needs(experiment):
-        for e in layout.entries:
-            if getattr(e, role) is None:
-                raise DataError(
-                    f"{e.where or layout.root}: no `{role}` mask for {e.image}, which "
-                    f'{experiment} needs; add `{role} = "..."` to that table in dataset.toml.'
-                )
+    check_targets(layout, experiment)
     key = (fingerprint(layout), image_size)
     volumes = _CACHE.get(key)
     if volumes is None:

@@ -26,7 +26,16 @@ TEST_DIRS = {"image": "rp_im", "lesions": "rp_msk", "lungs": "rp_lung_msk"}
 TRAIN_FRACTION = 0.8
 MEDSEG_NAME = "medseg-covid19"
 INTENSITIES = ("hu", "normalised", "unit")
-TOML_KEYS = {"name", "intensity", "window", "synthetic", "train", "validation", "test"}
+TOML_KEYS = {
+    "name",
+    "intensity",
+    "window",
+    "synthetic",
+    "allow_outside_paths",
+    "train",
+    "validation",
+    "test",
+}
 ENTRY_KEYS = {"image", "lungs", "lesions", "slices"}
 SPLITS = ("train", "validation", "test")
 # The six public downloads of the paper's data (worker.data.fetch gets them).
@@ -216,7 +225,20 @@ def _nifti_folder_layout(root: Path, manifest: dict | None) -> Layout:
                 f"(train, validation, test), each with an `image` path."
             )
         layout.entries += [_toml_entry(split, i, t, "dataset.toml") for i, t in enumerate(tables)]
+    allow_outside = cfg.get("allow_outside_paths", False) is True
+    for entry in layout.entries:
+        for rel in (entry.image, entry.lungs, entry.lesions):
+            if rel and not allow_outside and not _inside(root, rel):
+                raise DataError(
+                    f"{path}: {entry.where} names {rel}, which is outside the dataset folder; "
+                    "expected paths inside it (or set allow_outside_paths = true)."
+                )
     return layout
+
+
+def _inside(root: Path, rel: str) -> bool:
+    target = (root / rel).resolve()
+    return target == root.resolve() or root.resolve() in target.parents
 
 
 def read_layout(path: str | Path) -> Layout:

@@ -35,6 +35,7 @@ from worker.training.models import load_model
 
 log = logging.getLogger(__name__)
 
+MAX_IMAGE_SIZE = 2048  # a model folder cannot make predict allocate more
 MODEL_FILES = ("config.json", "segbench.json", "model.safetensors")
 LOWEST_PLAUSIBLE_MIN = -200.0  # CT of a chest contains air (about -1000 HU)
 HU_RANGE = (-10000.0, 40000.0)  # beyond these, values are not Hounsfield units
@@ -113,8 +114,11 @@ def read_meta(directory: Path) -> dict:
             f"{directory / 'segbench.json'} is not a segbench model description ({exc!r}); "
             "expected the file written with the model by `segbench train`."
         ) from exc
-    if size < 32 or size % 32:
-        raise PredictError(f"{directory / 'segbench.json'}: image_size {size} is not usable.")
+    if size < 32 or size % 32 or size > MAX_IMAGE_SIZE:
+        raise PredictError(
+            f"{directory / 'segbench.json'}: image_size {size} is not usable; expected a "
+            f"multiple of 32 from 32 to {MAX_IMAGE_SIZE}."
+        )
     return meta
 
 

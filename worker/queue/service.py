@@ -22,7 +22,10 @@ from db.grid import RunSpec
 from db.protocol import Protocol
 from db.session import session_scope
 from db.settings import get_settings, worker_host
-from worker.data.dataset import dataset_info
+from worker.data.dataset import check_targets, dataset_info
+from worker.data.errors import DataError
+from worker.data.layout import read_layout
+from worker.data.nifti import verify
 from worker.queue import broker, runner
 from worker.queue.broker import BrokerError
 from worker.training.recorder import Cancelled, Recorder
@@ -117,7 +120,7 @@ def publish_queued(ids: Sequence[int]) -> None:
 
 
 def default_submit_sweep(dataset: dict, protocol: Protocol) -> str:
-    return f"{dataset['name']}-{protocol.hash()[:8]}"
+    return f"{jobs.sweep_name_from(dataset['name'])}-{protocol.hash()[:8]}"
 
 
 def submit_runs(
@@ -131,8 +134,11 @@ def submit_runs(
     """Queue `specs` (idempotent) and publish the ids of the runs still queued.
 
     Returns {"sweep", "runs": ids of all selected runs, "published": ids sent}."""
+    if sweep is not None:
+        jobs.check_sweep_name(sweep)
     data = Path(data).resolve()
     dataset = dataset_info(data)
+    check_dataset_for(data, {spec.experiment for spec in specs})
     sweep = sweep or default_submit_sweep(dataset, protocol)
     with session_scope(db_url) as session:
         ids = jobs.submit(
@@ -143,9 +149,25 @@ def submit_runs(
             data_dir=str(data),
             dataset=dataset,
         )
-        queued = queries.queued_run_ids(session, ids)
+        # Only the runs this call created get a message: a second identical submit
+        # sends none. A queued run whose message was lost is the reaper's to resend.
+        queued = queries.queued_run_ids(session, sorted(ids.created))
     publish_queued(queued)
-    return {"sweep": sweep, "runs": ids, "published": queued}
+    return {"sweep": sweep, "runs": list(ids), "published": queued}
+
+
+def check_dataset_for(data: Path, experiments: set[str]) -> None:
+    """Refuse, before any row is written, a dataset folder that training would refuse:
+    damaged files, NaN voxels, bad labels, a missing target mask."""
+    problems = verify(data)
+    if problems:
+        raise DataError(
+            f"{data} is not usable ({len(problems)} problem(s); `segbench data verify --dir "
+            f"{data}` lists them all): {' '.join(problems[:3])}"
+        )
+    layout = read_layout(data)
+    for experiment in sorted(experiments):
+        check_targets(layout, experiment)
 
 
 def cancel(

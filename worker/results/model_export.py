@@ -99,29 +99,21 @@ segbench.json (run spec, protocol, preprocessing, test metrics).
 
 def export_models(session: Session, dest: Path | str, **filters: Any) -> list[dict]:
     """Copy the best model of every selected succeeded run into ``dest/<run name>/``
-    with a README.md model card. Each folder is written next to its final name and
-    renamed into place, so an interrupted export leaves no half-written model."""
+    with a README.md model card. Every model is checked (present, the sha256 the
+    database recorded) before the first is written, and each folder is written next
+    to its final name and renamed into place: a failed export writes nothing."""
     dest = Path(dest)
     rows = queries.succeeded_runs(session, **filters)
     if not rows:
         raise ExportError("No succeeded run matches the selection; nothing to export.")
     names = [run_name(r) for r in rows]
-    dest.mkdir(parents=True, exist_ok=True)
-    exported = []
+    checked = []
     for run, name in zip(rows, names, strict=True):
         folder = name if names.count(name) == 1 else f"{name}-run{run['id']}"
-        source = Path(run["checkpoint_path"]) if run["checkpoint_path"] else None
-        if source is None or not all((source / f).is_file() for f in MODEL_FILES):
-            raise ExportError(
-                f"Run {run['id']} ({name}): its best model is not at {source} (expected "
-                f"{', '.join(MODEL_FILES)}); run the export where the worker's artifacts are."
-            )
-        sha = run["checkpoint_sha256"]
-        if sha and sha256_file(source / "model.safetensors") != sha:
-            raise ExportError(
-                f"Run {run['id']} ({name}): {source / 'model.safetensors'} does not match "
-                "the sha256 the database recorded; it was changed after the run."
-            )
+        checked.append((run, folder, _checked_source(run, name)))
+    dest.mkdir(parents=True, exist_ok=True)
+    exported = []
+    for run, folder, source in checked:
         meta = json.loads((source / "segbench.json").read_text())
         info = {
             **{k: run[k] for k in ("id", "sweep", "experiment", "architecture", "encoder")},
@@ -130,7 +122,7 @@ def export_models(session: Session, dest: Path | str, **filters: Any) -> list[di
             "synthetic": bool(run["synthetic"]),
             **{k: run[k] for k in ("dataset_name", "manifest_hash", "parameters_m")},
             **{k: run[k] for k in ("library_versions", "git_commit")},
-            "sha256": sha,
+            "sha256": run["checkpoint_sha256"],
         }
         tmp = dest / f".{folder}.tmp{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -147,3 +139,20 @@ def export_models(session: Session, dest: Path | str, **filters: Any) -> list[di
             shutil.rmtree(tmp, ignore_errors=True)
         exported.append({"id": run["id"], "name": folder, "path": str(dest / folder)})
     return exported
+
+
+def _checked_source(run: dict, name: str) -> Path:
+    """The run's best-model folder, present and as the database recorded it."""
+    source = Path(run["checkpoint_path"]) if run["checkpoint_path"] else None
+    if source is None or not all((source / f).is_file() for f in MODEL_FILES):
+        raise ExportError(
+            f"Run {run['id']} ({name}): its best model is not at {source} (expected "
+            f"{', '.join(MODEL_FILES)}); run the export where the worker's artifacts are."
+        )
+    sha = run["checkpoint_sha256"]
+    if sha and sha256_file(source / "model.safetensors") != sha:
+        raise ExportError(
+            f"Run {run['id']} ({name}): {source / 'model.safetensors'} does not match "
+            "the sha256 the database recorded; it was changed after the run."
+        )
+    return source

@@ -8,6 +8,7 @@ never needs the network; `segbench weights fetch` fills that cache.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -108,8 +109,6 @@ def first_conv(model: torch.nn.Module) -> torch.nn.Conv2d:
 
 def save_model(model: torch.nn.Module, directory: Path, *, metadata: dict) -> Path:
     """safetensors + config.json (loadable by smp.from_pretrained) + segbench.json."""
-    import json
-
     directory.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(directory))
     (directory / "segbench.json").write_text(json.dumps(metadata, indent=2, sort_keys=True))
@@ -117,5 +116,16 @@ def save_model(model: torch.nn.Module, directory: Path, *, metadata: dict) -> Pa
 
 
 def load_model(directory: Path) -> torch.nn.Module:
-    """Reload a saved model without pickle (safetensors + JSON config)."""
-    return smp.from_pretrained(str(directory))
+    """Reload a saved model without pickle (safetensors + JSON config) and without the
+    network: the config's encoder_weights are ignored, the saved weights are the model."""
+    config = json.loads((Path(directory) / "config.json").read_text())
+    name = config.pop("_model_class", None)
+    if name not in ARCHITECTURES.values() and not hasattr(smp, str(name)):
+        raise WeightsError(
+            f"{directory / 'config.json'}: unknown model class {name!r}; expected one of "
+            f"{', '.join(ARCHITECTURES.values())}."
+        )
+    config["encoder_weights"] = None
+    model = getattr(smp, name)(**config)
+    model.load_state_dict(load_file(str(Path(directory) / "model.safetensors")))
+    return model
