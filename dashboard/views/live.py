@@ -8,6 +8,7 @@ import streamlit as st
 
 from dashboard import arrays, common, data
 from db.models import FINISHED_STATUSES, RUN_STATUSES
+from db.settings import get_settings
 from worker.results import charts
 
 REFRESH_S = 5
@@ -49,6 +50,28 @@ def status_counts(counts: dict[str, int]) -> None:
         st.progress(done / total, text=f"{done} of {total} runs finished")
 
 
+LATE_HEARTBEAT_FACTOR = 2  # heartbeats missed before the Live page says so
+
+
+def run_note(lease_expired: bool, cancelling: bool, heartbeat_age: float | None) -> str:
+    """What the Live page says of a running run whose worker may be gone: a late
+    heartbeat shows before the lease expires and the run is requeued."""
+    late = heartbeat_age is not None and heartbeat_age > LATE_HEARTBEAT_FACTOR * heartbeat_s()
+    parts = []
+    if lease_expired:
+        parts.append("lease expired: being requeued")
+    elif late:
+        parts.append(f"no heartbeat for {heartbeat_age:.0f} s")
+    if cancelling:
+        parts.append("cancelling")
+    return "; ".join(parts)
+
+
+def heartbeat_s() -> float:
+    s = get_settings()
+    return min(s.heartbeat_seconds, s.lease_seconds / 3)
+
+
 def running_table(running: pd.DataFrame) -> None:
     table = pd.DataFrame(
         {
@@ -62,9 +85,12 @@ def running_table(running: pd.DataFrame) -> None:
             "time left": [common.duration(s) for s in running["eta_seconds"]],
             "attempt": running["attempts"],
             "note": [
-                "lease expired" if expired else ("cancelling" if cancel else "")
-                for expired, cancel in zip(
-                    running["lease_expired"], running["cancel_requested"], strict=True
+                run_note(expired, cancel, age)
+                for expired, cancel, age in zip(
+                    running["lease_expired"],
+                    running["cancel_requested"],
+                    running["heartbeat_age_seconds"],
+                    strict=True,
                 )
             ],
         }

@@ -76,6 +76,8 @@ def running_runs(session: Session, *, sweep: str | None = None) -> list[dict[str
         row["eta_seconds"] = None if spe is None else max(row["epochs"] - row["epoch"], 0) * spe
         lease = row["lease_expires_at"]
         row["lease_expired"] = lease is not None and lease < now
+        beat = row["heartbeat_at"]
+        row["heartbeat_age_seconds"] = None if beat is None else (now - beat).total_seconds()
     return rows
 
 

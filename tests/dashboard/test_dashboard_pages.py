@@ -267,3 +267,42 @@ def test_gallery_and_histograms_read_the_sweeps_dataset(empty_url, synthetic_dat
     no_exception(at)
     assert not at.error, texts(at)
     assert len(at.get("vega_lite_chart")) == 7 + 1
+
+
+def test_live_marks_a_run_whose_heartbeat_is_late_before_its_lease_expires(populated):
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from db.models import Run, utcnow
+
+    late, gone, fine = populated.running
+    with session_scope(populated.url) as session:
+        now = utcnow()
+        session.execute(
+            update(Run)
+            .where(Run.id == fine)
+            .values(heartbeat_at=now, lease_expires_at=now + timedelta(seconds=40))
+        )
+        session.execute(
+            update(Run)
+            .where(Run.id == late)
+            .values(
+                heartbeat_at=now - timedelta(seconds=33),
+                lease_expires_at=now + timedelta(seconds=7),
+            )
+        )
+        session.execute(
+            update(Run)
+            .where(Run.id == gone)
+            .values(
+                heartbeat_at=now - timedelta(seconds=50),
+                lease_expires_at=now - timedelta(seconds=10),
+            )
+        )
+    at = open_page()
+    no_exception(at)
+    notes = list(at.dataframe[0].value["note"])
+    assert notes[0].startswith("no heartbeat for 3") and notes[0].endswith(" s")
+    assert notes[1] == "lease expired: being requeued"
+    assert notes[2] == ""
