@@ -37,8 +37,10 @@ SCRIPTS = {
     "stacked_training": ["--quick"],
     "project_full_benchmark": ["--quick"],
     "queue_costs": ["--quick"],
+    "faults": ["--quick"],
 }
-SLOW = {"harness_overhead", "stacked_training", "project_full_benchmark"}
+SLOW = {"harness_overhead", "stacked_training", "project_full_benchmark", "faults"}
+WITH_POSTGRES = {"queue_costs", "faults"}
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +53,7 @@ def outputs(request):
     }
     procs = {}
     for name in sorted(selected):
-        args = SCRIPTS[name] + (["--postgres"] if name == "queue_costs" and _postgres() else [])
+        args = SCRIPTS[name] + (["--postgres"] if name in WITH_POSTGRES and _postgres() else [])
         procs[name] = subprocess.Popen(
             [sys.executable, str(ROOT / "bench" / f"{name}.py"), *args],
             cwd=ROOT,
@@ -63,7 +65,7 @@ def outputs(request):
     done = {}
     try:
         for name, proc in procs.items():
-            out, err = proc.communicate(timeout=600)
+            out, err = proc.communicate(timeout=1500)
             done[name] = (proc.returncode, out, err)
     finally:
         for proc in procs.values():
@@ -119,6 +121,20 @@ def check_queue_costs(lines: list[str]) -> None:
     assert any(line.startswith("epoch row + heartbeat + cancel check") for line in lines)
     assert any(line.startswith("sqlite: operation") for line in lines)
     _table(lines)
+
+
+def check_faults(lines: list[str]) -> None:
+    # a real pass/fail, unlike the timings: every fault is survived, nothing lost
+    last = re.fullmatch(
+        rf"faults survived: (\d+)/(\d+), rows lost: 0, duplicated: 0, worst recovery: "
+        rf"{NUMBER} s",
+        lines[-1],
+    )
+    assert last and last[1] == last[2] and int(last[2]) >= 7, lines[-1]
+    assert "SYNTHETIC" in lines[0].upper()
+    assert lines[1].startswith("| deployment | fault | recovery s")
+    rows = [line for line in lines if line.startswith("| embedded |")]
+    assert len(rows) >= 7 and not any("FAILED" in row for row in rows), rows
 
 
 @pytest.mark.parametrize(

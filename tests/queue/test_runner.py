@@ -169,3 +169,30 @@ def test_a_checkpoint_in_an_explicit_folder_of_another_run_is_ignored(stack, syn
     assert stack.epochs(second) == [1, 2] and run["resumed_from"] == 0
     assert "not this run; it was ignored" in run["note"]
     assert run["note"].endswith("started from epoch 1.")
+
+
+def test_out_of_memory_fails_the_run_naming_model_and_batch_and_is_not_retried(
+    stack, synthetic_data, monkeypatch
+):
+    import torch
+
+    from worker.training import models
+
+    build = models.build_model
+
+    def model_that_runs_out_of_memory(spec):
+        model = build(spec)
+
+        def forward(_x):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+        model.forward = forward  # the training step is where a GPU runs out of memory
+        return model
+
+    monkeypatch.setattr(models, "build_model", model_that_runs_out_of_memory)
+    (run_id,) = stack.submit(*TINY, data=synthetic_data, epochs=2)
+    assert execute(stack, run_id) == runner.FAILED
+    run = stack.runs()[run_id]
+    assert run["status"] == "failed" and run["attempts"] == 1
+    assert "out of GPU memory training pspnet-resnet18 at batch size 2" in run["error"]
+    assert execute(stack, run_id, worker="node@host/3") == runner.SKIPPED  # no blind retry

@@ -73,10 +73,12 @@ class Reaper(threading.Thread):
         with Session(self._engine) as session, session.begin():
             dead = jobs.expire_leases_of_dead_processes(session, host=worker_host())
             requeued, failed = jobs.requeue_expired(session)
+        expired = sorted(set(requeued) - set(dead))
         if dead:
-            log.warning("reaper: runs %s were held by processes of this host that died", dead)
+            log.warning("reaper: requeued runs %s, held by processes of this host that died", dead)
+        if expired:
+            log.warning("reaper: leases expired, requeued runs %s", expired)
         if requeued:
-            log.warning("reaper: leases expired, requeued runs %s", requeued)
             publish(requeued)
         if failed:
             log.warning("reaper: runs %s failed after their last attempt", failed)
