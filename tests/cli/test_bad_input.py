@@ -184,3 +184,26 @@ def test_four_concurrent_upgrades_of_a_fresh_database_all_succeed(tmp_path):
             if url.startswith("postgresql"):
                 dispose_engine(url)
                 drop_database(url)
+
+
+def test_a_finished_runs_deleted_artifacts_give_one_sentence(db, synthetic_data, tmp_path):
+    result = segbench(
+        "train", *TINY, "--data", str(synthetic_data), "--db", db, "--epochs", "1",
+        "--image-size", "64", "--format", "json", "--artifacts", str(tmp_path / "run"),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    shutil.rmtree(tmp_path / "run")  # moved or deleted after the run
+    out = tmp_path / "released"
+    one_sentence(
+        segbench("export", "models", "--dir", str(out), "--db", db), "best model is not at"
+    )
+    assert not out.exists() or not any(out.iterdir())
+    ct = tmp_path / "ct.nii.gz"
+    nib.save(nib.Nifti1Image(np.full((64, 64, 2), -1000, np.int16), np.eye(4)), ct)
+    result = segbench(
+        "predict", "--model", str(tmp_path / "run" / "checkpoint_best"), "--input", str(ct),
+        "--output", str(tmp_path / "mask.nii.gz"),
+    )  # fmt: skip
+    one_sentence(result)
+    assert not (tmp_path / "mask.nii.gz").exists()
+    assert segbench("status", "--db", db).exit_code == 0  # nothing else breaks
