@@ -68,10 +68,9 @@ def embedded(tmp_path) -> Iterator[Stack]:
 
 @pytest.fixture
 def corrupt_data(synthetic_data, tmp_path) -> Path:
-    """A copy of the synthetic data whose lesion masks file is damaged (its manifest
-    still lists it, so submitting works and the worker's check must catch it)."""
+    """A copy of the synthetic data; queue_stack.damage breaks its lesion masks file
+    after the runs are submitted (submit verifies the data, so the worker's check
+    must catch what broke since)."""
     target = tmp_path / "corrupt-data"
     shutil.copytree(synthetic_data, target)
-    damaged = target / "tr_mask.nii.gz"
-    damaged.write_bytes(damaged.read_bytes()[:200] + b"\0" * 64)
     return target

@@ -245,3 +245,9 @@ def running_stack(stack: Stack, migrate: bool = True) -> Iterator[Stack]:
     finally:
         stack.stop_workers()
         dispose_engine(stack.db_url)
+
+
+def damage(data: Path) -> None:
+    """Break the lesion masks file of a dataset folder (its manifest still lists it)."""
+    damaged = data / "tr_mask.nii.gz"
+    damaged.write_bytes(damaged.read_bytes()[:200] + b"\0" * 64)

@@ -8,7 +8,7 @@ import shutil
 import signal
 
 import pytest
-from queue_stack import TINY, ensure_redis, redis_client, restart_redis, stop_redis
+from queue_stack import TINY, damage, ensure_redis, redis_client, restart_redis, stop_redis
 from sqlalchemy import func, select
 
 from db.models import TestSummary
@@ -80,6 +80,7 @@ def test_corrupt_data_fails_with_its_reason_and_the_other_runs_finish(
 ):
     s = embedded
     (bad,) = s.submit(*TINY, data=corrupt_data, sweep="bad")
+    damage(corrupt_data)
     good = s.submit("-x", "lung-segmentation", "-a", "pspnet", "-e", "resnet18", "-e",
                     "mobilenet_v2", "-i", "random", data=synthetic_data, sweep="good")  # fmt: skip
     s.start_worker()

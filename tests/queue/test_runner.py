@@ -8,7 +8,7 @@ import sys
 import threading
 
 import pytest
-from queue_stack import FAST, TINY
+from queue_stack import FAST, TINY, damage
 from sqlalchemy import update
 
 from db import jobs
@@ -87,6 +87,7 @@ def test_a_stopping_worker_hands_the_run_back_and_it_resumes(stack, synthetic_da
 
 def test_data_that_fails_its_check_fails_the_run_with_the_reason(stack, corrupt_data):
     (run_id,) = stack.submit(*TINY, data=corrupt_data, epochs=2)
+    damage(corrupt_data)
     assert execute(stack, run_id) == runner.FAILED
     run = stack.runs()[run_id]
     assert run["status"] == "failed"
