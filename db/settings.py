@@ -35,6 +35,15 @@ class Settings(BaseSettings):
     soft_shutdown_timeout: float = 60.0
     device: str = "auto"  # auto: cuda when visible, else cpu
     gpu_lock_dir: str = "/tmp/segbench-gpus"
+    # ImageNet encoder weights (worker.training.weights): the Hugging Face cache folder
+    # the workers read and fill (None: huggingface_hub's own, HF_HUB_CACHE / HF_HOME),
+    # and whether a worker may download missing weights (HF_HUB_OFFLINE=1 forbids it too).
+    weights_dir: str | None = None
+    weights_offline: bool = False
+    # A worker records itself every worker_heartbeat seconds (the `workers` table); one
+    # silent for worker_stale_after seconds is no longer listed as alive.
+    worker_heartbeat: float = 10.0
+    worker_stale_after: float = 45.0
 
 
 @lru_cache(maxsize=1)

@@ -16,7 +16,8 @@ single conditional UPDATE, so two processes cannot both win.
 
 db.jobs.lifecycle holds the queue side (submit, claim, heartbeat, release, fail,
 cancel, retry, requeue); db.jobs.records what a running run writes (start, epochs,
-results). Both are offered here under one name.
+results); db.jobs.workers what a worker writes about itself (register, heartbeat,
+deregister) and a run's note. All are offered here under one name.
 """
 
 from db.jobs.lifecycle import (
@@ -41,11 +42,19 @@ from db.jobs.records import (
     record_epoch,
     record_start,
 )
+from db.jobs.workers import (
+    deregister,
+    prune_workers,
+    register,
+    set_note,
+    worker_heartbeat,
+)
 
 __all__ = [
     "RUN_IDENTITY",
     "ClaimedRun",
     "cancel",
+    "deregister",
     "claim",
     "expire_lease_of_dead_process",
     "fail",
@@ -55,10 +64,14 @@ __all__ = [
     "is_cancel_requested",
     "mark_cancelled",
     "process_alive",
+    "prune_workers",
     "record_epoch",
     "record_start",
+    "register",
     "release",
     "requeue_expired",
     "retry",
+    "set_note",
     "submit",
+    "worker_heartbeat",
 ]

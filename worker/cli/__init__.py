@@ -20,6 +20,7 @@ from worker.cli import (  # noqa: F401 - each module registers its commands on `
     results,
     train,
     up,
+    weights,
 )
 from worker.cli.app import app
 

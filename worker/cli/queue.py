@@ -55,11 +55,23 @@ def submit(
     sweep: Annotated[
         str | None, typer.Option("--sweep", help="Sweep name (default: dataset + protocol hash).")
     ] = None,
+    allow_missing_weights: Annotated[
+        bool,
+        typer.Option(
+            "--allow-missing-weights",
+            help="Queue ImageNet runs even when downloads are forbidden and their weights "
+            "are not in this machine's cache (the workers have a cache of their own).",
+        ),
+    ] = False,
     db: DbOpt = None,
     broker: BrokerOpt = None,
     format: FormatOpt = "table",
 ) -> None:
-    """Queue runs of the grid for the workers; submitting the same sweep again adds nothing."""
+    """Queue runs of the grid for the workers; submitting the same sweep again adds nothing.
+
+    Says which ImageNet encoders are in the weights cache; with downloads forbidden
+    (HF_HUB_OFFLINE=1) runs whose weights are missing are refused.
+    """
     from worker.queue import service  # Celery and the data stack: only when submitting
 
     specs = selection(experiment, architecture, encoder, family, init)
@@ -81,7 +93,11 @@ def submit(
             data=Path(data or get_settings().data_dir),
             sweep=sweep,
             db_url=db_url,
+            allow_missing_weights=allow_missing_weights,
         )
+    note = service.weights.submit_note(result["weights"])
+    if note:
+        typer.echo(note, err=True)
     emit(
         format,
         {"sweep": result["sweep"], "runs": result["runs"]},

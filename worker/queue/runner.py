@@ -20,6 +20,7 @@ from db.errors import UnknownRun
 from db.session import session_scope
 from db.settings import get_settings
 from worker.data.errors import DataError
+from worker.queue import weights
 from worker.queue.lease import Heartbeat, LeasedRecorder, LeaseLost
 from worker.training.recorder import Cancelled, Recorder, TeeRecorder
 from worker.training.trainer import TrainSpec, fit
@@ -39,6 +40,8 @@ SKIPPED, SUCCEEDED, FAILED, CANCELLED, RELEASED, LOST = (
 def failure_reason(error: BaseException) -> str:
     if isinstance(error, DataError):
         return f"data check failed: {error}"
+    if isinstance(error, weights.WeightsError):
+        return str(error)
     where = traceback.extract_tb(error.__traceback__)
     place = f" (at {Path(where[-1].filename).name}:{where[-1].lineno})" if where else ""
     return f"{type(error).__name__}: {error}{place}"
@@ -83,6 +86,7 @@ def execute(
     )
     try:
         with Heartbeat(recorder, interval=max(settings.lease_seconds / 3, 0.5)):
+            weights.prepare(database_url, run_id, worker, claimed.spec)
             _train(claimed, recorder, settings, artifacts_dir, device, recorders)
     except LeaseLost as error:
         log.warning("%s; leaving it to its new holder", error)

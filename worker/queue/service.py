@@ -24,7 +24,7 @@ from db.protocol import Protocol
 from db.session import session_scope
 from db.settings import get_settings
 from worker.data.dataset import dataset_info
-from worker.queue import broker, runner
+from worker.queue import broker, runner, weights
 from worker.queue.broker import BrokerError
 from worker.training.recorder import Cancelled, Recorder
 
@@ -127,10 +127,16 @@ def submit_runs(
     data: Path,
     sweep: str | None,
     db_url: str,
+    allow_missing_weights: bool = False,
 ) -> dict:
     """Queue `specs` (idempotent) and publish the ids of the runs still queued.
 
-    Returns {"sweep", "runs": ids of all selected runs, "published": ids sent}."""
+    With weight downloads forbidden, runs whose ImageNet weights are not cached are
+    refused before anything is written (WeightsError), unless `allow_missing_weights`.
+
+    Returns {"sweep", "runs": ids of all selected runs, "published": ids sent,
+    "weights": which ImageNet encoders are cached (worker.queue.weights)}."""
+    found = weights.check_before_submit(specs, allow_missing=allow_missing_weights)
     data = Path(data).resolve()
     dataset = dataset_info(data)
     sweep = sweep or default_submit_sweep(dataset, protocol)
@@ -145,7 +151,7 @@ def submit_runs(
         )
         queued = queries.queued_run_ids(session, ids)
     publish_queued(queued)
-    return {"sweep": sweep, "runs": ids, "published": queued}
+    return {"sweep": sweep, "runs": ids, "published": queued, "weights": found}
 
 
 def cancel(
