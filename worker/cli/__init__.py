@@ -21,6 +21,7 @@ from worker.cli import (  # noqa: F401 - each module registers its commands on `
     train,
     up,
     weights,
+    workers,
 )
 from worker.cli.app import app
 

@@ -127,7 +127,7 @@ def worker_command(
     # Imported only now: billiard must see REMAP_SIGTERM, and no GPU may be touched
     # before pin_gpu has chosen one. Importing tasks registers the task and signals.
     from worker.queue import broker as queue_broker
-    from worker.queue import service, tasks  # noqa: F401
+    from worker.queue import presence, service, tasks  # noqa: F401
     from worker.queue.gpu import pin_gpu
 
     db_url = database_url(db)
@@ -135,6 +135,7 @@ def worker_command(
         device = pin_gpu(gpu, Path(get_settings().gpu_lock_dir))
         broker_url = service.connect_broker(db_url, broker)
         ensure_schema(db_url)
+    presence.configure(device=device, concurrency=concurrency)
     # No database connection may be open while the pool forks its processes.
     dispose_engine(db_url)
     typer.echo(
