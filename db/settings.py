@@ -24,6 +24,9 @@ class Settings(BaseSettings):
     lease_seconds: int = 600
     max_attempts: int = 3
     dashboard_password: SecretStr | None = None
+    # Where the dashboard listens, as `segbench doctor` judges it (a password is
+    # expected beyond localhost); `segbench dashboard --address` sets the real one.
+    dashboard_address: str = "127.0.0.1"
     # Queue timings (worker.queue). Redis hands an unacknowledged message to
     # another worker after visibility_timeout seconds: keep it longer than the
     # longest run (the claim in the database protects anyway).

@@ -14,6 +14,7 @@ from worker.cli import (  # noqa: F401 - each module registers its commands on `
     dashboard,
     data,
     db,
+    doctor,
     grid,
     inference,
     queue,
