@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     # the workers read and fill (None: huggingface_hub's own, HF_HUB_CACHE / HF_HOME),
     # and whether a worker may download missing weights (HF_HUB_OFFLINE=1 forbids it too).
     weights_dir: str | None = None
+    # Where `segbench data fetch` asks Google Drive for a file by id.
+    drive_url: str = "https://drive.google.com/uc"
     weights_offline: bool = False
     # A worker records itself every worker_heartbeat seconds (the `workers` table); one
     # silent for worker_stale_after seconds is no longer listed as alive.
