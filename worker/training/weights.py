@@ -165,6 +165,17 @@ class _Silent(tqdm):
         super().__init__(*args, **kwargs)
 
 
+def _bar(label: str) -> type[tqdm]:
+    """A progress bar named after the encoder (not after the blob's hash)."""
+
+    class Bar(tqdm):
+        def __init__(self, *args, **kwargs) -> None:
+            kwargs["desc"] = label
+            super().__init__(*args, **kwargs)
+
+    return Bar
+
+
 def fetch(
     encoder: str,
     *,
@@ -208,7 +219,7 @@ def fetch(
                     revision=s.revision,
                     cache_dir=str(root),
                     endpoint=where,
-                    tqdm_class=None if progress else _Silent,
+                    tqdm_class=_bar(f"{encoder} ImageNet weights") if progress else _Silent,
                 )
             )
         except Exception as exc:  # network errors, HTTP errors, a size mismatch
