@@ -77,6 +77,24 @@ def test_offline_submit_refuses_missing_weights_in_one_sentence_and_queues_nothi
     assert len(embedded.runs()) == 2
 
 
+def test_without_network_submit_refuses_missing_weights_and_queues_nothing(
+    embedded, synthetic_data, weights_env
+):
+    """A fresh machine with an empty cache and no network (the Hub does not answer):
+    refused at once, instead of runs that could only fail at claim time."""
+    _use(embedded, weights_env)  # HF_ENDPOINT: a closed port
+    result = embedded.cli(
+        "submit", "-x", "lung-segmentation", *IMAGENET, "--epochs", "1", "--image-size", "64",
+        "--data", str(synthetic_data), check=False,
+    )  # fmt: skip
+    assert result.exit_code == 1
+    message = result.output.strip()
+    assert message.startswith("error: ImageNet weights for encoder(s) resnet18 are not in")
+    assert "the Hub at http://127.0.0.1:1 cannot be reached" in message
+    assert "segbench weights fetch --encoder resnet18" in message and "\n" not in message
+    assert embedded.runs() == {}
+
+
 def test_first_use_downloads_once_for_two_workers_and_the_runs_succeed(
     embedded, synthetic_data, weights_env, hub, tmp_path
 ):

@@ -8,7 +8,9 @@ the first one downloads, the others wait and find it cached.
 
 ``HF_HUB_OFFLINE=1`` or ``SEGBENCH_WEIGHTS_OFFLINE=1`` forbids downloads; then only
 what the cache holds can be used, and submitting refuses runs whose weights are
-missing (see ``check_before_submit``).
+missing (see ``check_before_submit``). Online, submitting checks that the Hub answers
+at all: a machine without network refuses the runs at once instead of queuing runs
+that can only fail.
 
 Every download is verified before it is used: its sha256 against the Hub's ETag (the
 LFS hash) and its tensors against the encoder's. A corrupt file is removed from the
@@ -25,6 +27,8 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.error import HTTPError, URLError
+from urllib.request import HTTPRedirectHandler, Request, build_opener
 
 import huggingface_hub.constants
 import segmentation_models_pytorch as smp
@@ -41,6 +45,7 @@ log = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "model.safetensors"
 LOCK_TIMEOUT_S = 3600  # a slow download of a big encoder on a slow line
+PROBE_TIMEOUT_S = 5.0  # is the Hub reachable at all (before queuing runs that need it)
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -94,6 +99,24 @@ def endpoint() -> str:
     return (os.environ.get("HF_ENDPOINT") or huggingface_hub.constants.ENDPOINT).rstrip("/")
 
 
+class _NoRedirect(HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None  # a redirect is an answer: the Hub is reachable
+
+
+def hub_unreachable(timeout: float = PROBE_TIMEOUT_S) -> str | None:
+    """Why the Hub (HF_ENDPOINT) cannot be reached from here, or None if it answers
+    at all (any HTTP status counts: only the connection is checked)."""
+    request = Request(endpoint() + "/", method="HEAD", headers={"User-Agent": "segbench"})
+    try:
+        build_opener(_NoRedirect).open(request, timeout=timeout).close()
+    except HTTPError:
+        return None
+    except (URLError, OSError) as exc:
+        return str(getattr(exc, "reason", exc))
+    return None
+
+
 def cached_path(encoder: str) -> Path | None:
     """The cached weights file of `encoder`, or None; never touches the network."""
     s = source(encoder)
@@ -133,22 +156,28 @@ def status(encoders: Iterable[str] | None = None) -> list[dict]:
 
 
 def check_before_submit(specs: Sequence[RunSpec], *, allow_missing: bool = False) -> dict:
-    """Which ImageNet encoders of `specs` are cached here; with downloads forbidden,
-    refuse (WeightsError, one sentence) when some are missing, unless `allow_missing`.
+    """Which ImageNet encoders of `specs` are cached here; when some are missing and
+    downloads are forbidden or the Hub does not answer, refuse (WeightsError, one
+    sentence), unless `allow_missing`.
 
     Returns {"cached": [...], "missing": [...], "downloads": bool, "cache": str}."""
     needed = imagenet_encoders(specs)
     missing = [e for e in needed if cached_path(e) is None]
     allowed = downloads_allowed()
-    if missing and not allowed and not allow_missing:
+    if missing and not allow_missing:
         names = ", ".join(missing)
-        raise WeightsError(
-            f"ImageNet weights for encoder(s) {names} are not in the weights cache "
-            f"{cache_dir()} and downloads are forbidden ({offline_reason()}); run "
-            f"`{fetch_command(missing)}` on a machine with internet access and copy the "
-            "cache here, or pass --allow-missing-weights if the workers have a cache of "
-            "their own."
-        )
+        if not allowed:
+            why = f"downloads are forbidden ({offline_reason()})"
+        else:
+            unreachable = hub_unreachable()
+            why = f"the Hub at {endpoint()} cannot be reached ({unreachable})"
+        if not allowed or unreachable:
+            raise WeightsError(
+                f"ImageNet weights for encoder(s) {names} are not in the weights cache "
+                f"{cache_dir()} and {why}; run `{fetch_command(missing)}` on a machine "
+                "with internet access and copy the cache here, or pass "
+                "--allow-missing-weights if the workers have a cache of their own."
+            )
     return {
         "cached": [e for e in needed if e not in missing],
         "missing": missing,
