@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 SEGBENCH := $(BIN)/segbench
 DEMO_DIR ?= demo
 
-.PHONY: run test test-fast lint format venv bench clean
+.PHONY: run test test-fast lint format venv bench clean doctor
 
 $(BIN)/segbench: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,8 @@ $(BIN)/segbench: pyproject.toml
 venv: $(BIN)/segbench
 
 # The main job on embedded defaults (SQLite + in-process broker + local worker +
-# dashboard on 127.0.0.1:8501), filled with generated stand-in data.
+# dashboard on 127.0.0.1:8501), filled with generated stand-in data. `segbench up`
+# prints `segbench doctor --short` (what is not ok, with the fix) before it starts.
 run: venv
 	$(SEGBENCH) up --demo --dir $(DEMO_DIR)
 
@@ -25,6 +26,10 @@ test: venv
 
 test-fast: venv
 	$(BIN)/python -m pytest -m "not slow"
+
+# Everything a run needs, as one table (exit 1 only for what stops every run).
+doctor: venv
+	$(SEGBENCH) doctor
 
 lint: venv
 	$(BIN)/ruff check .

@@ -171,6 +171,31 @@ def unpack_mask(data: bytes, shape: Sequence[int]) -> np.ndarray:
     return np.unpackbits(np.frombuffer(data, dtype=np.uint8))[: h * w].reshape(h, w)
 
 
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def live_workers(url: str) -> pd.DataFrame:
+    """The workers whose heartbeat is recent (db.queries.live_workers)."""
+    with session_scope(url) as session:
+        rows = queries.live_workers(session)
+    return _frame(rows, queries.WORKER_COLUMNS)
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def sweep_eta(url: str, sweep: str | None = None) -> dict[str, Any]:
+    with session_scope(url) as session:
+        return queries.sweep_eta(session, sweep=sweep)
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def weights_for(specs: tuple[RunSpec, ...]) -> dict[str, Any]:
+    """Which ImageNet encoders of `specs` are in the workers' weights cache; `refused`
+    holds the sentence submitting would answer when downloads are forbidden."""
+    try:
+        return {**service.weights.check_before_submit(specs), "refused": None}
+    except service.weights.WeightsError as error:
+        found = service.weights.check_before_submit(specs, allow_missing=True)
+        return {**found, "refused": str(error)}
+
+
 # -------------------------------------------------------------------- dataset folder
 
 
@@ -207,7 +232,13 @@ def clear_cache() -> None:
 
 
 def enqueue(
-    url: str, *, specs: Sequence[RunSpec], protocol: Protocol, sweep: str, data_dir: str
+    url: str,
+    *,
+    specs: Sequence[RunSpec],
+    protocol: Protocol,
+    sweep: str,
+    data_dir: str,
+    allow_missing_weights: bool = False,
 ) -> list[int]:
     """Put runs in the queue as `segbench submit` does (rows in the database, then the
     ids of the queued ones to the broker). Returns the ids of the selected runs, new or
@@ -215,7 +246,12 @@ def enqueue(
     try:
         service.connect_broker(url)
         result = service.submit_runs(
-            list(specs), protocol, data=Path(data_dir), sweep=sweep, db_url=url
+            list(specs),
+            protocol,
+            data=Path(data_dir),
+            sweep=sweep,
+            db_url=url,
+            allow_missing_weights=allow_missing_weights,
         )
     finally:
         clear_cache()

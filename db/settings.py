@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     db_retry_seconds: float = 60.0
     max_attempts: int = 3
     dashboard_password: SecretStr | None = None
+    # Where the dashboard listens, as `segbench doctor` judges it (a password is
+    # expected beyond localhost); `segbench dashboard --address` sets the real one.
+    dashboard_address: str = "127.0.0.1"
     # Queue timings (worker.queue). Redis hands an unacknowledged message to
     # another worker after visibility_timeout seconds: keep it longer than the
     # longest run (the claim in the database protects anyway).
@@ -48,6 +51,17 @@ class Settings(BaseSettings):
     # must wait for their lease.
     worker_host: str | None = None
     gpu_lock_dir: str = "/tmp/segbench-gpus"
+    # ImageNet encoder weights (worker.training.weights): the Hugging Face cache folder
+    # the workers read and fill (None: huggingface_hub's own, HF_HUB_CACHE / HF_HOME),
+    # and whether a worker may download missing weights (HF_HUB_OFFLINE=1 forbids it too).
+    weights_dir: str | None = None
+    # Where `segbench data fetch` asks Google Drive for a file by id.
+    drive_url: str = "https://drive.google.com/uc"
+    weights_offline: bool = False
+    # A worker records itself every worker_heartbeat seconds (the `workers` table); one
+    # silent for worker_stale_after seconds is no longer listed as alive.
+    worker_heartbeat: float = 10.0
+    worker_stale_after: float = 45.0
 
 
 @lru_cache(maxsize=1)

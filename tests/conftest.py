@@ -27,6 +27,26 @@ def synthetic_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_real_hub():
+    """Nothing in the tests may reach huggingface.co: HF_ENDPOINT points at a local
+    server that answers 404 to everything (a reachable Hub without files), unless a
+    test sets its own (tests/fake_hub.py serves real weights files)."""
+    import os
+
+    from fake_hub import FakeHub
+
+    hub = FakeHub().start()
+    previous = os.environ.get("HF_ENDPOINT")
+    os.environ["HF_ENDPOINT"] = hub.endpoint
+    yield
+    if previous is None:
+        os.environ.pop("HF_ENDPOINT", None)
+    else:
+        os.environ["HF_ENDPOINT"] = previous
+    hub.stop()
+
+
 @pytest.fixture(autouse=True)
 def fresh_settings():
     """Settings are read once per process (as in production); a test that changes

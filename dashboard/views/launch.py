@@ -70,10 +70,55 @@ m1.metric("Runs in this selection", len(specs))
 m2.caption(
     f"{len(specs)} runs × {int(epochs)} epochs = {len(specs) * int(epochs):,} epochs of training."
 )
-ready = bool(specs) and protocol is not None and dataset is not None and bool(sweep) and can_act
+
+workers_now = common.load(data.live_workers, url)
+if workers_now.empty:
+    st.warning(
+        "No worker is alive: the runs will wait until a worker starts: `segbench worker`.",
+        icon=":material/hourglass_empty:",
+    )
+else:
+    st.caption(
+        f"{len(workers_now)} live worker(s), {int(workers_now['concurrency'].sum())} run(s) "
+        "at once; see them on the Live page."
+    )
 
 
-def do_enqueue(chosen, sweep_name: str) -> None:
+def weights_notice(chosen, key: str) -> tuple[bool, bool]:
+    """Say which ImageNet encoders of `chosen` are cached where the workers look;
+    returns (may enqueue, queue missing weights anyway)."""
+    found = common.attempt(data.weights_for, tuple(chosen)) if chosen else None
+    if not found or not (found["cached"] or found["missing"]):
+        return True, False
+    parts = []
+    if found["cached"]:
+        parts.append(f"cached: {', '.join(found['cached'])}")
+    if found["missing"]:
+        how = "the workers download them on first use" if found["downloads"] else "no download"
+        parts.append(f"not cached: {', '.join(found['missing'])} ({how})")
+    st.caption(f"ImageNet weights in `{found['cache']}`: " + "; ".join(parts) + ".")
+    if found["refused"] is None:
+        return True, False
+    st.error(found["refused"], icon=":material/cloud_off:")
+    anyway = st.checkbox(
+        "Queue them anyway: the workers have a weights cache of their own",
+        key=f"{key}_allow_missing_weights",
+    )
+    return anyway, anyway
+
+
+weights_ok, allow_missing = weights_notice(specs, "launch")
+ready = (
+    bool(specs)
+    and protocol is not None
+    and dataset is not None
+    and bool(sweep)
+    and can_act
+    and weights_ok
+)
+
+
+def do_enqueue(chosen, sweep_name: str, allow_missing_weights: bool = False) -> None:
     ids = common.attempt(
         data.enqueue,
         url,
@@ -81,6 +126,7 @@ def do_enqueue(chosen, sweep_name: str) -> None:
         protocol=protocol,
         sweep=sweep_name,
         data_dir=data_dir.strip(),
+        allow_missing_weights=allow_missing_weights,
     )
     if ids is not None:
         st.success(
@@ -93,7 +139,7 @@ def do_enqueue(chosen, sweep_name: str) -> None:
 if st.button(
     f"Enqueue {len(specs)} runs", type="primary", disabled=not ready, key="launch_enqueue"
 ):
-    do_enqueue(specs, sweep)
+    do_enqueue(specs, sweep, allow_missing)
 
 with st.expander("The full benchmark: all 600 models of the paper"):
     st.write(
@@ -105,13 +151,14 @@ with st.expander("The full benchmark: all 600 models of the paper"):
         f"Yes, enqueue all {FULL_BENCHMARK} runs in sweep '{full_sweep}'.",
         key="launch_full_confirm",
     )
+    full_weights_ok, full_allow_missing = weights_notice(expand(), "launch_full")
     full_ready = confirmed and protocol is not None and dataset is not None and bool(full_sweep)
     if st.button(
         f"Enqueue the {FULL_BENCHMARK}-model benchmark",
-        disabled=not (full_ready and can_act),
+        disabled=not (full_ready and can_act and full_weights_ok),
         key="launch_full_enqueue",
     ):
-        do_enqueue(expand(), full_sweep)
+        do_enqueue(expand(), full_sweep, full_allow_missing)
 
 st.divider()
 st.subheader("Cancel or retry")

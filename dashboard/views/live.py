@@ -1,5 +1,6 @@
-"""Live: counts by status, the running runs with progress and their loss curves, failed
-runs with their reasons. The body refreshes itself every few seconds (st.fragment)."""
+"""Live: counts by status and the time left, the running runs with progress and their
+loss curves, the live workers, failed runs with their reasons. The body refreshes
+itself every few seconds (st.fragment)."""
 
 from __future__ import annotations
 
@@ -28,15 +29,7 @@ def wait_for_runs() -> None:
         st.rerun()
     st.info("The database holds no runs yet; launch a sweep on the Launch page.")
     st.page_link("views/launch.py", label="Launch a sweep", icon=":material/rocket_launch:")
-
-
-if sweeps.empty:
-    wait_for_runs()
-    st.stop()
-
-sweep = common.sweep_choice(sweeps, key="live_sweep")
-shown = sweeps if sweep is None else sweeps[sweeps["name"] == sweep]
-common.synthetic_badge(shown["synthetic"])
+    workers_table(common.load(data.live_workers, url))
 
 
 def status_counts(counts: dict[str, int]) -> None:
@@ -53,7 +46,9 @@ def status_counts(counts: dict[str, int]) -> None:
 LATE_HEARTBEAT_FACTOR = 2  # heartbeats missed before the Live page says so
 
 
-def run_note(lease_expired: bool, cancelling: bool, heartbeat_age: float | None) -> str:
+def run_note(
+    lease_expired: bool, cancelling: bool, heartbeat_age: float | None, note: str | None = None
+) -> str:
     """What the Live page says of a running run whose worker may be gone: a late
     heartbeat shows before the lease expires and the run is requeued."""
     late = heartbeat_age is not None and heartbeat_age > LATE_HEARTBEAT_FACTOR * heartbeat_s()
@@ -64,7 +59,7 @@ def run_note(lease_expired: bool, cancelling: bool, heartbeat_age: float | None)
         parts.append(f"no heartbeat for {heartbeat_age:.0f} s")
     if cancelling:
         parts.append("cancelling")
-    return "; ".join(parts)
+    return "; ".join(parts) or (note if isinstance(note, str) else "")
 
 
 def heartbeat_s() -> float:
@@ -85,11 +80,12 @@ def running_table(running: pd.DataFrame) -> None:
             "time left": [common.duration(s) for s in running["eta_seconds"]],
             "attempt": running["attempts"],
             "note": [
-                run_note(expired, cancel, age)
-                for expired, cancel, age in zip(
+                run_note(expired, cancel, age, note)
+                for expired, cancel, age, note in zip(
                     running["lease_expired"],
                     running["cancel_requested"],
                     running["heartbeat_age_seconds"],
+                    running["note"] if "note" in running else [None] * len(running),
                     strict=True,
                 )
             ],
@@ -105,6 +101,69 @@ def running_table(running: pd.DataFrame) -> None:
             ),
         },
     )
+
+
+def workers_table(workers: pd.DataFrame) -> None:
+    """The live workers: where they run, on what, and which runs they train now."""
+    st.subheader(f"Workers ({len(workers)})")
+    if workers.empty:
+        st.warning(
+            "No worker is alive: queued runs wait until a worker starts: `segbench worker`.",
+            icon=":material/hourglass_empty:",
+        )
+        return
+    gpu = [
+        f"{name} ({memory / 1024:.0f} GiB)" if name and memory else (name or "")
+        for name, memory in zip(workers["gpu_name"], workers["gpu_memory_mb"], strict=True)
+    ]
+    table = pd.DataFrame(
+        {
+            "worker": workers["name"],
+            "host": workers["host"],
+            "pid": workers["pid"],
+            "device": workers["device"],
+            "GPU": gpu,
+            "runs at once": workers["concurrency"],
+            "up for": [common.duration(s) for s in _ages(workers["started_at"])],
+            "last beat": [f"{common.duration(s)} ago" for s in workers["heartbeat_age_s"]],
+            "training": [
+                ", ".join(f"#{i}" for i in runs) or "idle" for runs in workers["current_runs"]
+            ],
+        }
+    )
+    st.dataframe(table, hide_index=True, width="stretch")
+
+
+def _ages(times: pd.Series) -> list[float | None]:
+    now = pd.Timestamp.now(tz="UTC")
+    return [None if pd.isna(t) else (now - pd.Timestamp(t)).total_seconds() for t in times]
+
+
+def eta_caption(eta: dict) -> None:
+    if not eta["remaining_epochs"]:
+        return
+    if eta["eta_seconds"] is None:
+        why = (
+            "no worker is alive"
+            if not eta["workers"]
+            else "no epoch has finished yet to measure its time"
+        )
+        st.caption(f"{eta['remaining_epochs']:,} epochs left; time left unknown: {why}.")
+        return
+    st.caption(
+        f"About **{common.duration(eta['eta_seconds'])}** left: {eta['remaining_epochs']:,} "
+        f"epochs at {eta['seconds_per_epoch']:.1f} s each on {eta['workers']} live worker(s) "
+        f"({eta['slots']} run(s) at once)."
+    )
+
+
+if sweeps.empty:
+    wait_for_runs()
+    st.stop()
+
+sweep = common.sweep_choice(sweeps, key="live_sweep")
+shown = sweeps if sweep is None else sweeps[sweeps["name"] == sweep]
+common.synthetic_badge(shown["synthetic"])
 
 
 def curve_choice(running: pd.DataFrame) -> list[int]:
@@ -151,6 +210,7 @@ def loss_curves(run_ids: list[int]) -> None:
 def live_body() -> None:
     counts = common.load(data.queue_counts, url, sweep)
     status_counts(counts)
+    eta_caption(common.load(data.sweep_eta, url, sweep))
 
     st.subheader("Running")
     running = common.load(data.running_runs, url, sweep)
@@ -167,6 +227,8 @@ def live_body() -> None:
     chosen = curve_choice(running)
     if chosen:
         loss_curves(chosen)
+
+    workers_table(common.load(data.live_workers, url))
 
     failed = common.load(data.failed_runs, url, sweep)
     st.subheader(f"Failed ({len(failed)})")

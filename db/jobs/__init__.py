@@ -16,9 +16,16 @@ single conditional UPDATE, so two processes cannot both win.
 
 db.jobs.lifecycle holds the queue side (submit, claim, heartbeat, release, fail,
 cancel, retry, requeue); db.jobs.records what a running run writes (start, epochs,
-results). Both are offered here under one name.
+results); db.jobs.workers what a worker writes about itself (register, heartbeat,
+deregister) and a run's note. All are offered here under one name.
 """
 
+from db.jobs.leases import (
+    expire_lease_of_dead_process,
+    expire_leases_of_dead_processes,
+    holder_host,
+    process_alive,
+)
 from db.jobs.lifecycle import (
     RUN_IDENTITY,
     ClaimedRun,
@@ -26,13 +33,9 @@ from db.jobs.lifecycle import (
     cancel,
     check_sweep_name,
     claim,
-    expire_lease_of_dead_process,
-    expire_leases_of_dead_processes,
     fail,
     heartbeat,
-    holder_host,
     mark_cancelled,
-    process_alive,
     release,
     requeue_expired,
     retry,
@@ -46,6 +49,13 @@ from db.jobs.records import (
     record_epoch,
     record_start,
 )
+from db.jobs.workers import (
+    deregister,
+    prune_workers,
+    register,
+    set_note,
+    worker_heartbeat,
+)
 
 __all__ = [
     "RUN_IDENTITY",
@@ -53,6 +63,7 @@ __all__ = [
     "SubmittedRuns",
     "cancel",
     "check_sweep_name",
+    "deregister",
     "claim",
     "expire_lease_of_dead_process",
     "expire_leases_of_dead_processes",
@@ -64,11 +75,15 @@ __all__ = [
     "is_cancel_requested",
     "mark_cancelled",
     "process_alive",
+    "prune_workers",
     "record_epoch",
     "record_start",
+    "register",
     "release",
     "requeue_expired",
     "retry",
+    "set_note",
     "submit",
     "sweep_name_from",
+    "worker_heartbeat",
 ]

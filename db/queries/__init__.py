@@ -2,8 +2,9 @@
 
 Aggregations run in SQL; results are plain lists of dicts (pandas.DataFrame(rows)
 turns one into a frame). Filters take one value or a list of values.
-db.queries.runs reads runs and the queue, db.queries.results reads results; both are
-offered here under one name.
+db.queries.runs reads runs and the queue, db.queries.results reads results,
+db.queries.workers the live workers and a sweep's ETA; all are offered here under
+one name.
 """
 
 from db.queries.results import (
@@ -35,6 +36,7 @@ from db.queries.runs import (
     status_rows,
     sweeps,
 )
+from db.queries.workers import WORKER_COLUMNS, live_workers, sweep_eta
 
 __all__ = [
     "EPOCH_COLUMNS",
@@ -44,11 +46,13 @@ __all__ = [
     "RUN_PROGRESS_COLUMNS",
     "STATUS_KEYS",
     "SUCCEEDED_COLUMNS",
+    "WORKER_COLUMNS",
     "aggregates",
     "epoch_curves",
     "failed_runs",
     "gallery_slice_indexes",
     "leaderboard",
+    "live_workers",
     "loss_bands",
     "queue_counts",
     "queued_run_ids",
@@ -61,5 +65,6 @@ __all__ = [
     "status_rows",
     "stored_gallery_masks",
     "succeeded_runs",
+    "sweep_eta",
     "sweeps",
 ]

@@ -60,6 +60,7 @@ def running_runs(session: Session, *, sweep: str | None = None) -> list[dict[str
         select(
             *RUN_PROGRESS_COLUMNS,
             Run.cancel_requested,
+            Run.note,
             Run.started_at,
             Run.heartbeat_at,
             Run.lease_expires_at,

@@ -194,3 +194,53 @@ def test_enqueue_from_launch_and_watch_on_live(served, browser):
     page.close()
     for name in [*PAGES, *ANALYSIS_TABS.values()]:
         assert (SCREENSHOTS / f"{name}.png").stat().st_size > 10_000
+
+
+def test_live_shows_a_real_worker(served, browser, tmp_path):
+    """A real `segbench worker` on the served database appears on Live. It listens on
+    a Redis database of its own, empty, so it trains nothing of the page's runs."""
+    import redis
+
+    base, url, _ = served
+    broker_url = "redis://127.0.0.1:6379/14"
+    redis.Redis.from_url(broker_url).flushdb()
+    env = {
+        **os.environ,
+        "SEGBENCH_WORKER_HEARTBEAT": "0.5",
+        "SEGBENCH_REAPER_INTERVAL": "600",
+        "OMP_NUM_THREADS": "1",
+    }
+    log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115 - closed below
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "worker.cli", "worker", "--db", url, "--broker", broker_url,
+         "--gpu", "none", "--concurrency", "3"],
+        env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        from db.queries import live_workers
+
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            with session_scope(url) as session:
+                if live_workers(session):
+                    break
+            assert worker.poll() is None, (tmp_path / "worker.log").read_text()
+            time.sleep(0.3)
+        page = browser.new_page(viewport={"width": 1400, "height": 1800})
+        page.goto(f"{base}/")
+        settle(page)
+        page.get_by_text("Workers (1)").first.wait_for(timeout=30_000)
+        # the data grid's cells are in the DOM for accessibility
+        page.get_by_text(f"segbench-{worker.pid}@").first.wait_for(state="attached")
+        assert page.locator('[data-testid="stException"]').count() == 0
+        page.screenshot(path=str(SCREENSHOTS / "live-workers.png"), full_page=True)
+        page.close()
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()
+        log.close()
+        redis.Redis.from_url(broker_url).flushdb()

@@ -559,26 +559,3 @@ def test_gzip_check_reads_the_whole_stream(tmp_path: Path):
     assert _gzip_ok(path)
     flip_bit(path, 0.99)
     assert not _gzip_ok(path)
-
-
-def test_fetch_uses_google_drive_ids_through_gdown(server: FileServer, tmp_path, monkeypatch):
-    gdown = pytest.importorskip("gdown")
-    by_id = {i: n for n, i in data.GOOGLE_DRIVE_IDS.items()}
-    calls = []
-
-    def fake_download(*, id, output, quiet, resume, **kwargs):
-        calls.append((by_id[id], resume))
-        Path(output).write_bytes(server.files[by_id[id]])
-        return output
-
-    monkeypatch.setattr(gdown, "download", fake_download)
-    root = data.fetch(tmp_path / "drive", progress=False)
-    assert calls == [(n, True) for n in data.MEDSEG_FILES]
-    assert data.verify(root) == []
-
-    def failing(**kwargs):
-        raise RuntimeError("Too many users have viewed or downloaded this file recently.")
-
-    monkeypatch.setattr(gdown, "download", failing)
-    with pytest.raises(DataError, match=r"tr_im.nii.gz: Google Drive download .* Too many users"):
-        data.fetch(tmp_path / "drive2", progress=False)

@@ -281,5 +281,10 @@ def test_predict_against_a_reference_mask(trained, tmp_path):
     truth = np.asarray(nib.load(str(truth_path)).dataobj) > 0
     pred = np.asarray(nib.load(str(out)).dataobj) > 0
     zooms = nib.load(str(ct)).header.get_zooms()[:3]
-    assert reference == pytest.approx(boundary_metrics(truth, pred, zooms, 5.0))
-    assert 0.5 < reference["dice"] <= 1 and 0 < reference["nsd"] <= 1
+    fractions = boundary_metrics(truth, pred, zooms, 5.0)
+    # percent, like `segbench train --format json`, with the units named
+    assert reference["dice"] == pytest.approx(100 * fractions["dice"])
+    assert reference["nsd"] == pytest.approx(100 * fractions["nsd"])
+    assert reference["hd95"] == pytest.approx(fractions["hd95"])
+    assert reference["units"] == {"dice": "percent", "nsd": "percent", "hd95": "mm"}
+    assert 50 < reference["dice"] <= 100 and 0 < reference["nsd"] <= 100

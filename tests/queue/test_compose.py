@@ -76,3 +76,14 @@ def test_dockerfile_installs_the_package_and_remaps_sigterm():
     assert "REMAP_SIGTERM=SIGQUIT" in text
     for folder in ("worker", "db", "dashboard", "migrations"):
         assert f"COPY {folder} ./{folder}" in text
+
+
+def test_every_segbench_service_shares_one_weights_cache(compose):
+    services = compose["services"]
+    for name in SEGBENCH_SERVICES:
+        service = services[name]
+        mounts = dict(reversed(v.split(":")[:2]) for v in service["volumes"])
+        cache = service["environment"]["SEGBENCH_WEIGHTS_DIR"]
+        inside = [m for m in mounts if cache == m or cache.startswith(m.rstrip("/") + "/")]
+        assert inside and mounts[inside[0]] == "weights", name
+    assert "weights" in compose["volumes"]

@@ -14,12 +14,15 @@ from worker.cli import (  # noqa: F401 - each module registers its commands on `
     dashboard,
     data,
     db,
+    doctor,
     grid,
     inference,
     queue,
     results,
     train,
     up,
+    weights,
+    workers,
 )
 from worker.cli.app import app
 

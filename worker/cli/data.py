@@ -40,12 +40,22 @@ def _verify_or_fail(root: Path) -> None:
 
 
 @data_app.command("fetch")
-def fetch_command(directory: DirOpt) -> None:
+def fetch_command(
+    directory: DirOpt,
+    mirror: Annotated[
+        str | None,
+        typer.Option(
+            "--mirror",
+            help="Base URL that serves the six files (URL/tr_im.nii.gz, ...) instead of "
+            "Google Drive.",
+        ),
+    ] = None,
+) -> None:
     """Download the six public MedSeg files (resumable, checksummed), then verify them."""
     from worker.data.fetch import fetch
 
     with user_errors():
-        root = fetch(directory)
+        root = fetch(directory, mirror=mirror)
         _verify_or_fail(root)
 
 

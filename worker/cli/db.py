@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -41,24 +44,41 @@ def _cell(value: object, digits: int = 2) -> str:
     return str(value)
 
 
-@app.command("status")
-def status(
-    sweep: SweepOpt = None,
-    db: DbOpt = None,
-    format: FormatOpt = "table",
-) -> None:
-    """The runs, their state, epoch progress and test scores."""
-    check_format(format)
-    with user_errors(), session_scope(existing_database_url(db)) as session:
-        rows = queries.status_rows(session, sweep=sweep)
-        counts = queries.queue_counts(session, sweep=sweep)
-    if format == "json":
-        print_json(rows)
-        return
-    table = Table(title=f"Runs of sweep {sweep}" if sweep else "Runs")
-    for key in ("id", "experiment", "architecture", "encoder", "init", "status", "epoch"):
+SHORT_EXPERIMENT = {
+    "lung-segmentation": "lung",
+    "lesion-segmentation-a": "lesion-a",
+    "lesion-segmentation-b": "lesion-b",
+}
+WIDE_COLUMNS = ("id", "experiment", "architecture", "encoder", "init", "status", "epoch")
+WideOpt = Annotated[
+    bool, typer.Option("--wide", help="Every column with full names (needs ~120 columns).")
+]
+
+
+def _short_table(rows: list[dict], title: str) -> Table:
+    """Fits 80 columns: short experiment names, Dice only (--wide shows the rest)."""
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+    for key in ("id", "exp", "arch", "encoder", "init", "status", "epoch", "dice %"):
+        table.add_column(key, justify="right" if key in ("id", "epoch", "dice %") else "left")
+    for row in rows:
+        table.add_row(
+            str(row["id"]),
+            SHORT_EXPERIMENT.get(row["experiment"], row["experiment"]),
+            row["architecture"],
+            row["encoder"],
+            row["init"],
+            row["status"],
+            f"{row['epoch']}/{row['epochs']}",
+            _cell(row["dice"]),
+        )
+    return table
+
+
+def _wide_table(rows: list[dict], title: str) -> Table:
+    table = Table(title=title)
+    for key in WIDE_COLUMNS:
         table.add_column(key, justify="right" if key in ("id", "epoch") else "left")
-    for key in ("dice", "sensitivity", "specificity"):
+    for key in ("dice %", "sensitivity %", "specificity %"):
         table.add_column(key, justify="right")
     for row in rows:
         table.add_row(
@@ -73,6 +93,45 @@ def status(
             _cell(row["sensitivity"]),
             _cell(row["specificity"]),
         )
+    return table
+
+
+def eta_line(eta: dict) -> str:
+    """The sweep's time left, from measured seconds per epoch and the live workers."""
+    from worker.cli.workers import NO_WORKER, duration
+
+    if eta["remaining_epochs"] == 0:
+        return "Nothing left to train."
+    left = f"{eta['remaining_epochs']:,} epoch(s) left"
+    if eta["workers"] == 0:
+        return f"{left}. {NO_WORKER}"
+    if eta["seconds_per_epoch"] is None:
+        return f"{left}; time left: known once an epoch has finished."
+    return (
+        f"{left} at {eta['seconds_per_epoch']:.1f} s per epoch on {eta['workers']} live "
+        f"worker(s) ({eta['slots']} run(s) at once): about {duration(eta['eta_seconds'])} left."
+    )
+
+
+@app.command("status")
+def status(
+    sweep: SweepOpt = None,
+    db: DbOpt = None,
+    format: FormatOpt = "table",
+    wide: WideOpt = False,
+) -> None:
+    """The runs, their state, epoch progress and test scores (in percent), and the time left."""
+    check_format(format)
+    with user_errors(), session_scope(existing_database_url(db)) as session:
+        rows = queries.status_rows(session, sweep=sweep)
+        counts = queries.queue_counts(session, sweep=sweep)
+        eta = queries.sweep_eta(session, sweep=sweep)
+    if format == "json":
+        print_json(rows)
+        return
+    title = f"Runs of sweep {sweep}" if sweep else "Runs"
     console = Console()
-    console.print(table)
+    console.print(_wide_table(rows, title) if wide else _short_table(rows, title))
     console.print("  ".join(f"{state}: {n}" for state, n in counts.items()))
+    if counts.get("queued", 0) or counts.get("running", 0):
+        console.print(eta_line(eta))

@@ -30,7 +30,8 @@ def predict(
     device: DeviceOpt = "cpu",
     batch_size: Annotated[int, typer.Option(help="Slices per forward pass.", min=1, max=4096)] = 8,
     reference: Annotated[
-        Path | None, typer.Option(help="Ground-truth mask: also report Dice, NSD and HD95.")
+        Path | None,
+        typer.Option(help="Ground-truth mask: also report Dice and NSD (percent), HD95 (mm)."),
     ] = None,
     tolerance_mm: Annotated[float, typer.Option(help="NSD tolerance in mm (above 0).")] = 2.0,
     format: FormatOpt = "table",
@@ -64,8 +65,8 @@ def predict(
     if reference is not None:
         r = summary["reference"]
         typer.echo(
-            f"against {reference}: Dice {100 * r['dice']:.2f}%, NSD@{tolerance_mm:g}mm "
-            f"{100 * r['nsd']:.2f}%, HD95 {r['hd95']:.2f} mm"
+            f"against {reference}: Dice {r['dice']:.2f}%, NSD@{tolerance_mm:g}mm "
+            f"{r['nsd']:.2f}%, HD95 {r['hd95']:.2f} mm"
         )
 
 
@@ -90,7 +91,15 @@ def _against_reference(output: Path, reference: Path, tolerance_mm: float) -> di
             f"{pred.shape}."
         )
     spacing = [float(z) for z in pred_img.header.get_zooms()[:3]]
-    return boundary_metrics(truth, pred, spacing, tolerance_mm)
+    metrics = boundary_metrics(truth, pred, spacing, tolerance_mm)
+    # Percent, like every Dice segbench reports (train, status, the dashboard).
+    return {
+        "dice": 100 * metrics["dice"],
+        "nsd": 100 * metrics["nsd"],
+        "hd95": metrics["hd95"],
+        "tolerance_mm": metrics["tolerance_mm"],
+        "units": {"dice": "percent", "nsd": "percent", "hd95": "mm"},
+    }
 
 
 @export_app.command("mesh")

@@ -55,11 +55,23 @@ def submit(
     sweep: Annotated[
         str | None, typer.Option("--sweep", help="Sweep name (default: dataset + protocol hash).")
     ] = None,
+    allow_missing_weights: Annotated[
+        bool,
+        typer.Option(
+            "--allow-missing-weights",
+            help="Queue ImageNet runs even when downloads are forbidden and their weights "
+            "are not in this machine's cache (the workers have a cache of their own).",
+        ),
+    ] = False,
     db: DbOpt = None,
     broker: BrokerOpt = None,
     format: FormatOpt = "table",
 ) -> None:
-    """Queue runs of the grid for the workers; submitting the same sweep again adds nothing."""
+    """Queue runs of the grid for the workers; submitting the same sweep again adds nothing.
+
+    Says which ImageNet encoders are in the weights cache; with downloads forbidden
+    (HF_HUB_OFFLINE=1) runs whose weights are missing are refused.
+    """
     from worker.queue import service  # Celery and the data stack: only when submitting
 
     specs = selection(experiment, architecture, encoder, family, init)
@@ -81,7 +93,11 @@ def submit(
             data=Path(data or get_settings().data_dir),
             sweep=sweep,
             db_url=db_url,
+            allow_missing_weights=allow_missing_weights,
         )
+    note = service.weights.submit_note(result["weights"])
+    if note:
+        typer.echo(note, err=True)
     emit(
         format,
         {"sweep": result["sweep"], "runs": result["runs"]},
@@ -111,7 +127,7 @@ def worker_command(
     # Imported only now: billiard must see REMAP_SIGTERM, and no GPU may be touched
     # before pin_gpu has chosen one. Importing tasks registers the task and signals.
     from worker.queue import broker as queue_broker
-    from worker.queue import service, tasks  # noqa: F401
+    from worker.queue import presence, service, tasks  # noqa: F401
     from worker.queue.gpu import pin_gpu
 
     db_url = database_url(db)
@@ -119,6 +135,7 @@ def worker_command(
         device = pin_gpu(gpu, Path(get_settings().gpu_lock_dir))
         broker_url = service.connect_broker(db_url, broker)
         ensure_schema(db_url)
+    presence.configure(device=device, concurrency=concurrency)
     # No database connection may be open while the pool forks its processes.
     dispose_engine(db_url)
     typer.echo(

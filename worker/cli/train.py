@@ -1,4 +1,4 @@
-"""`segbench train` (one run in this process) and `segbench weights fetch`."""
+"""`segbench train`: one run in this process."""
 
 from __future__ import annotations
 
@@ -9,12 +9,11 @@ from typing import Annotated
 
 import typer
 
-from db.grid import ENCODERS, RunSpec
+from db.grid import RunSpec
 from db.protocol import Protocol
 from worker.cli.app import app
 from worker.cli.options import (
     DbOpt,
-    EncoderOpt,
     FormatOpt,
     check_format,
     print_json,
@@ -56,8 +55,8 @@ def train(
     # torch and the data stack load only for a command that trains
     from worker.data.dataset import load_dataset
     from worker.queue.service import train_in_process
+    from worker.training import weights
     from worker.training.device import resolve_device
-    from worker.training.models import imagenet_weights_path
     from worker.training.recorder import FileRecorder, ProgressRecorder
 
     check_format(format)
@@ -73,8 +72,10 @@ def train(
             augment_mode=augment_mode,
         )
         resolve_device(device)  # refuse before any row is written
+        # Missing ImageNet weights are downloaded now (with a progress bar), or, when
+        # downloads are forbidden, refused before any row is written.
         if run.init == "imagenet":
-            imagenet_weights_path(run.encoder)
+            weights.fetch(run.encoder, progress=True)
         # Check (and preprocess) the data before any row is written; fit() then finds
         # it in this process's cache instead of reading and checking it again.
         load_dataset(data, run.experiment, protocol.image_size)
@@ -106,19 +107,3 @@ def train(
         f"best epoch {summary['best_epoch']}; {summary['parameters_m']:.2f} M parameters; "
         f"results in {result.artifacts_dir}"
     )
-
-
-weights_app = typer.Typer(help="ImageNet encoder weights in the local Hugging Face cache.")
-app.add_typer(weights_app, name="weights")
-
-
-@weights_app.command("fetch")
-def weights_fetch(encoder: EncoderOpt = None) -> None:
-    """Download ImageNet weights into the Hugging Face cache (needs internet)."""
-    from worker.training.models import imagenet_weights_path  # torch: only here
-
-    names = encoder or list(ENCODERS)
-    with user_errors():
-        for name in names:
-            path = imagenet_weights_path(name, download=True)
-            typer.echo(f"{name}: {path}")

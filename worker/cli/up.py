@@ -50,6 +50,16 @@ def _demo(home: Path, db_url: str) -> None:
     )
 
 
+def _doctor_short_form(db_url: str, broker_url: str) -> None:
+    """What `segbench doctor` finds, in its short form, before anything starts (the
+    worker this command starts is not counted: it is not running yet)."""
+    from worker.cli.doctor import short_form
+    from worker.queue import doctor
+
+    rows = doctor.run_checks(db_url=db_url, broker_url=broker_url, skip=("workers",))
+    typer.echo(short_form(rows), err=True)
+
+
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
     os.setsid()
     try:
@@ -95,6 +105,7 @@ def up(
         service.connect_broker(db_url, broker_url)
         if demo:
             _demo(home, db_url)
+    _doctor_short_form(db_url, broker_url)
     dispose_engine(db_url)
 
     cli = [sys.executable, "-m", "worker.cli"]

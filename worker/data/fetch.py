@@ -1,8 +1,10 @@
 """Download the paper's six public MedSeg files into a folder, resumably.
 
-Google Drive ids go through gdown (which keeps its own resumable ``*.part`` file);
-plain URLs (``urls={file name: url}``, e.g. a mirror or a test server) are fetched
-with an HTTP Range request that continues ``<name>.part``. Complete files are
+Google Drive ids are resolved past Drive's confirmation page (worker.data.drive);
+that URL, or a plain URL (``urls={file name: url}``, or ``mirror``: a base URL that
+serves the six files), is fetched with an HTTP Range request that continues
+``<name>.part``. An HTML page where a file was expected (Drive's quota page, a
+sign-in page, a mirror's error page) is one sentence saying which and what to do. Complete files are
 skipped, so running fetch again only finishes what is missing or broken. The three
 zips are unpacked into rp_im/, rp_msk/ and rp_lung_msk/ (files at the top of the
 zip or inside a folder both work), and manifest.json records the sha256 of every
@@ -24,6 +26,7 @@ from urllib.request import Request, urlopen
 
 from tqdm import tqdm
 
+from worker.data import drive
 from worker.data.errors import DataError
 from worker.data.layout import MEDSEG_FILES, MEDSEG_NAME, TEST_DIRS, TRAIN_FILES, sha256_file
 
@@ -179,37 +182,47 @@ def _download_url(url: str, dest: Path, progress: bool) -> None:
 
 
 def _download_drive(file_id: str, dest: Path, progress: bool) -> None:
-    import gdown
+    _download_url(drive.resolve(file_id, dest.name, dest.parent), dest, progress)
 
-    try:
-        gdown.download(id=file_id, output=str(dest), quiet=not progress, resume=True, retries=2)
-    except Exception as exc:  # gdown/requests raise many types; all mean "not downloaded"
-        raise DataError(
-            f"{dest.name}: Google Drive download of id {file_id} failed "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-            f"try again later or put the file in {dest.parent} by hand."
-        ) from exc
-    if not dest.is_file():
-        raise DataError(f"{dest.name}: Google Drive download of id {file_id} produced no file.")
+
+def _is_drive(source: str) -> bool:
+    return not source.startswith(("http://", "https://", "file:")) or "drive.google.com" in source
 
 
 def _download(name: str, source: str, dest: Path, progress: bool) -> None:
     log.info("downloading %s from %s", name, source)
-    if source.startswith(("http://", "https://", "file:")) and "drive.google.com" not in source:
+    if not _is_drive(source):
         _download_url(source, dest, progress)
     else:
         file_id = source.rsplit("id=", 1)[-1]
         _download_drive(file_id, dest, progress)
     with open(dest, "rb") as f:
-        head = f.read(8)
+        head = f.read(drive.MAX_PAGE)
     magic = MAGIC[dest.suffix]
     if not head.startswith(magic):
         dest.unlink()
+        if head.lstrip()[:1] == b"<":  # an HTML page: say which one
+            where = "Google Drive" if _is_drive(source) else source
+            raise DataError(
+                drive.explain_page(
+                    name, head.decode("utf-8", errors="replace"), dest.parent, where=where
+                )
+            )
         raise DataError(
-            f"{name}: the download is not a {dest.suffix[1:]} file (starts with {head!r}), "
-            f"probably an error or quota page; try again later or put the file in "
-            f"{dest.parent} by hand."
+            f"{name}: the download is not a {dest.suffix[1:]} file (starts with {head[:8]!r}); "
+            f"try again later or put the file in {dest.parent} by hand."
         )
+
+
+def mirror_urls(mirror: str) -> dict[str, str]:
+    """The six files under base URL `mirror` (``{mirror}/tr_im.nii.gz``, ...)."""
+    base = mirror.rstrip("/")
+    if not base.startswith(("http://", "https://", "file:")):
+        raise DataError(
+            f"--mirror {mirror}: expected a base URL (http://, https:// or file:) under which "
+            f"the six files {', '.join(MEDSEG_FILES)} are served."
+        )
+    return {n: f"{base}/{n}" for n in MEDSEG_FILES}
 
 
 def _sources(urls: dict[str, str] | None) -> dict[str, str]:
@@ -224,14 +237,23 @@ def _sources(urls: dict[str, str] | None) -> dict[str, str]:
     return {n: urls[n] for n in MEDSEG_FILES}
 
 
-def fetch(path: str | Path, *, urls: dict[str, str] | None = None, progress: bool = True) -> Path:
+def fetch(
+    path: str | Path,
+    *,
+    urls: dict[str, str] | None = None,
+    mirror: str | None = None,
+    progress: bool = True,
+) -> Path:
     """Download (or finish downloading) the six public files into `path`; returns it.
+
+    From Google Drive by default, from `urls` ({file name: URL}) or from the base URL
+    `mirror` (``{mirror}/{file name}``) when given.
 
     Raises DataError with one sentence when a download fails; what was received so
     far is kept, and running fetch again resumes it.
     """
     root = Path(path)
-    sources = _sources(urls)
+    sources = _sources(mirror_urls(mirror) if mirror else urls)
     manifest_path = root / "manifest.json"
     if manifest_path.exists():
         try:

@@ -112,7 +112,8 @@ def hd95(
 def boundary_metrics(
     truth: np.ndarray, pred: np.ndarray, spacing: Sequence[float], tolerance_mm: float = 2.0
 ) -> dict[str, float]:
-    """{"nsd", "hd95", "dice"} of one volume; distances computed once."""
+    """{"nsd", "hd95", "dice"} of one volume as fractions (0..1) and mm; distances
+    computed once. What segbench reports is percent (`segbench predict` converts)."""
     d_tp, d_pt = surface_distances(truth, pred, spacing)
     t = np.asarray(truth, dtype=bool)
     p = np.asarray(pred, dtype=bool)

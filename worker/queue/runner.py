@@ -22,6 +22,7 @@ from db.errors import SegbenchError, UnknownRun
 from db.session import session_scope
 from db.settings import get_settings
 from worker.data.errors import DataError
+from worker.queue import weights
 from worker.queue.lease import Heartbeat, LeasedRecorder, LeaseLost, with_retries
 from worker.training.recorder import Cancelled, Recorder, TeeRecorder
 from worker.training.trainer import TrainSpec, fit
@@ -102,6 +103,7 @@ def execute(
     )
     try:
         with Heartbeat(recorder, interval=heartbeat_interval(settings)):
+            weights.prepare(database_url, run_id, worker, claimed.spec)
             _train(claimed, recorder, settings, artifacts_dir, device, recorders)
     except LeaseLost as error:
         log.warning("%s; leaving it to its new holder", error)

@@ -26,7 +26,7 @@ from worker.data.dataset import check_targets, dataset_info
 from worker.data.errors import DataError
 from worker.data.layout import read_layout
 from worker.data.nifti import verify
-from worker.queue import broker, runner
+from worker.queue import broker, runner, weights
 from worker.queue.broker import BrokerError
 from worker.training.recorder import Cancelled, Recorder
 
@@ -130,10 +130,16 @@ def submit_runs(
     data: Path,
     sweep: str | None,
     db_url: str,
+    allow_missing_weights: bool = False,
 ) -> dict:
     """Queue `specs` (idempotent) and publish the ids of the runs still queued.
 
-    Returns {"sweep", "runs": ids of all selected runs, "published": ids sent}."""
+    With weight downloads forbidden, runs whose ImageNet weights are not cached are
+    refused before anything is written (WeightsError), unless `allow_missing_weights`.
+
+    Returns {"sweep", "runs": ids of all selected runs, "published": ids sent,
+    "weights": which ImageNet encoders are cached (worker.queue.weights)}."""
+    found = weights.check_before_submit(specs, allow_missing=allow_missing_weights)
     if sweep is not None:
         jobs.check_sweep_name(sweep)
     data = Path(data).resolve()
@@ -153,7 +159,7 @@ def submit_runs(
         # sends none. A queued run whose message was lost is the reaper's to resend.
         queued = queries.queued_run_ids(session, sorted(ids.created))
     publish_queued(queued)
-    return {"sweep": sweep, "runs": list(ids), "published": queued}
+    return {"sweep": sweep, "runs": list(ids), "published": queued, "weights": found}
 
 
 def check_dataset_for(data: Path, experiments: set[str]) -> None:

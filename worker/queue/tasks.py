@@ -13,7 +13,7 @@ from celery import signals
 from celery.exceptions import Reject
 
 from db.settings import get_settings
-from worker.queue import runner
+from worker.queue import presence, runner
 from worker.queue.broker import TASK, app, database_url, publish
 from worker.queue.reaper import Reaper
 
@@ -96,9 +96,11 @@ def _start_reaper(sender=None, **_kwargs) -> None:
     _consumer = sender
     _reaper = Reaper(database_url(), interval=get_settings().reaper_interval)
     _reaper.start()
+    presence.start(database_url(), name=getattr(sender, "hostname", None) or presence.node())
 
 
 @signals.worker_shutdown.connect
 def _stop_reaper(sender=None, **_kwargs) -> None:
     if _reaper is not None:
         _reaper.stop()
+    presence.stop()

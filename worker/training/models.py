@@ -2,8 +2,9 @@
 
 Architectures use smp's defaults, which are the paper's Table 1 settings
 (Unet decoder 256..16, FPN 256/128/add/dropout 0.2, PSPNet depth 3, 512, 0.2).
-ImageNet encoder weights are read from the local Hugging Face cache, so training
-never needs the network; `segbench weights fetch` fills that cache.
+ImageNet encoder weights are read from the weights cache (worker.training.weights),
+so training itself never needs the network: a worker fills the cache before it
+trains a run (worker.queue.weights), `segbench weights fetch` fills it by hand.
 """
 
 from __future__ import annotations
@@ -14,55 +15,32 @@ from pathlib import Path
 
 import segmentation_models_pytorch as smp
 import torch
-from huggingface_hub import hf_hub_download
 from safetensors.torch import load_file
 
-from db.errors import SegbenchError
-from db.grid import ARCHITECTURES, ENCODERS, RunSpec, check_name
+from db.grid import ARCHITECTURES, RunSpec
+from worker.training import weights
+from worker.training.weights import WeightsError  # noqa: F401 - raised here, imported from here
 
 log = logging.getLogger(__name__)
 
 
-class WeightsError(SegbenchError):
-    """Pretrained encoder weights are not available locally."""
-
-
-def _imagenet_settings(encoder: str) -> dict:
-    settings = smp.encoders.encoders[encoder]["pretrained_settings"]
-    if "imagenet" not in settings:
-        raise WeightsError(f"Encoder '{encoder}' has no ImageNet weights in smp.")
-    return settings["imagenet"]
-
-
 def imagenet_weights_path(encoder: str, *, download: bool = False) -> Path:
-    """Path of the encoder's ImageNet safetensors file in the local HF cache.
+    """Path of the encoder's ImageNet safetensors file in the weights cache.
 
-    With ``download=False`` (training) the network is never touched.
+    With ``download=False`` (training) the network is never touched; with
+    ``download=True`` missing weights are fetched (worker.training.weights.fetch).
     """
-    check_name("encoder", encoder, ENCODERS)
-    s = _imagenet_settings(encoder)
-    try:
-        if download:
-            hf_hub_download(s["repo_id"], filename="config.json", revision=s["revision"])
-        return Path(
-            hf_hub_download(
-                s["repo_id"],
-                filename="model.safetensors",
-                revision=s["revision"],
-                local_files_only=not download,
-            )
-        )
-    except Exception as exc:  # LocalEntryNotFoundError, network errors
-        how = (
-            "check the network connection to huggingface.co"
-            if download
-            else f"run `segbench weights fetch --encoder {encoder}` on a machine with "
-            "internet access and copy its Hugging Face cache (HF_HOME) here"
-        )
+    if download:
+        return weights.fetch(encoder)[0]
+    path = weights.cached_path(encoder)
+    if path is None:
+        s = weights.source(encoder)
         raise WeightsError(
-            f"ImageNet weights for encoder '{encoder}' ({s['repo_id']}@{s['revision'][:7]}) "
-            f"are not in the local Hugging Face cache; {how}."
-        ) from exc
+            f"ImageNet weights for encoder '{encoder}' ({s.label}) are not in the weights "
+            f"cache {weights.cache_dir()}; run `segbench weights fetch --encoder {encoder}` "
+            "(or, without internet access, on a machine that has it and copy its cache here)."
+        )
+    return path
 
 
 def build_model(spec: RunSpec, *, in_channels: int = 1, classes: int = 1) -> torch.nn.Module:
