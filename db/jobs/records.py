@@ -37,9 +37,10 @@ def record_start(session: Session, *, run_id: int, config: dict[str, Any]) -> No
         "git_commit": config.get("git_commit"),
         "device": config.get("device"),
         "parameters_m": config.get("parameters_m"),
-        "note": config.get("resume_note"),
         "heartbeat_at": utcnow(),
     }
+    if config.get("resume_note"):  # else keep what the run said so far (a download, say)
+        values["note"] = config["resume_note"]
     dataset = config.get("dataset") or {}
     if dataset.get("name"):
         values["dataset_name"] = dataset["name"]

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 from pg_databases import create_database, drop_database
+from queue_stack import damage
 
 from db import migrate
 from db.session import dispose_engine
@@ -96,6 +97,7 @@ def test_an_unreachable_broker_exits_1(healthy):
 
 
 def test_a_dataset_that_fails_verification_exits_1(healthy, corrupt_data):
+    damage(corrupt_data)
     code, rows = doctor(healthy, "--data", str(corrupt_data))
     assert code == 1 and rows["dataset"]["fatal"]
     assert "tr_mask.nii.gz" in rows["dataset"]["detail"]
