@@ -366,7 +366,7 @@ def concurrent_submits(d, data, opts):
 
 
 def cancel_queued_and_running(d, data, opts):
-    d.submit(data, opts.epochs + 10, extra=("-e", "mobilenet_v2"))
+    d.submit(data, opts.epochs + 40, extra=("-e", "mobilenet_v2"))  # outlasts a slow cancel
     d.start_worker()
     _at_epoch(d, 1)
     started = time.monotonic()
