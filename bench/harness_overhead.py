@@ -100,10 +100,12 @@ def harness(
         for _ in range(units):
             next(steps)
         yield
+    # The resume checkpoint of the last epoch, measured before finish() removes it
+    # (a finished run keeps only its best model).
+    info["checkpoint_mb"] = (artifacts / CHECKPOINT_LATEST).stat().st_size / 1e6
     started = time.perf_counter()
     trainer.finish()
     info["finish"] = time.perf_counter() - started
-    info["checkpoint_mb"] = (artifacts / CHECKPOINT_LATEST).stat().st_size / 1e6
     dispose_engine(url)
 
 
