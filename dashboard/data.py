@@ -27,7 +27,7 @@ from db.settings import get_settings
 from worker.data.dataset import dataset_info as read_dataset_info
 from worker.data.dataset import load_dataset
 from worker.data.errors import DataError
-from worker.queue import service
+from worker.queue import doctor, service
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +197,14 @@ def weights_for(specs: tuple[RunSpec, ...]) -> dict[str, Any]:
 
 
 # -------------------------------------------------------------------- dataset folder
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def disk_needed(cells: tuple[tuple[str, str], ...], concurrent: int) -> dict[str, int]:
+    """Disk estimate for runs of these (architecture, encoder) cells and free space in
+    the artifacts folder (the server's setting, not a user-given path)."""
+    artifacts = Path(get_settings().artifacts_dir).resolve()
+    return doctor.disk_for(list(cells), concurrent, artifacts)
 
 
 @st.cache_data(ttl=DATASET_TTL_S, show_spinner=False)

@@ -72,6 +72,24 @@ m2.caption(
 )
 
 workers_now = common.load(data.live_workers, url)
+at_once = max(1, int(workers_now["concurrency"].sum())) if not workers_now.empty else 1
+if specs:
+    disk = common.attempt(
+        data.disk_needed, tuple((s.architecture, s.encoder) for s in specs), at_once
+    )
+    if disk is not None:
+        gb = 1e9
+        note = (
+            f"Disk (estimate): {disk['finished'] / gb:.1f} GB of best models once finished, "
+            f"{disk['peak'] / gb:.1f} GB at most while {at_once} run(s) train; "
+            f"{disk['free'] / gb:.1f} GB free in the artifacts folder."
+        )
+        if disk["unknown"]:
+            note += f" {disk['unknown']} run(s) of models without a size table are not counted."
+        if disk["free"] < disk["peak"]:
+            st.warning(note, icon=":material/hard_drive:")
+        else:
+            st.caption(note)
 if workers_now.empty:
     st.warning(
         "No worker is alive: the runs will wait until a worker starts: `segbench worker`.",

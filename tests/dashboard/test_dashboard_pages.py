@@ -8,6 +8,7 @@ from dashboard_fixtures import OTHER_SWEEP, SWEEP, open_page, point_dashboard_at
 
 from db.queries import queue_counts
 from db.session import session_scope
+from worker.training.sizes import run_bytes
 
 PAGES = [
     "views/live.py",
@@ -158,6 +159,19 @@ def test_launch_counts_the_selection(populated):
     at.multiselect(key="launch_encoders").set_value(["resnet18"]).run()
     no_exception(at)
     assert at.metric[0].value == str(3 * 2 * 4 * 2)  # experiments x archs x encoders x inits
+
+
+def test_launch_estimates_the_disk_a_selection_needs(populated):
+    at = open_page("views/launch.py")
+    at.multiselect(key="launch_architectures").set_value(["unet"]).run()
+    at.multiselect(key="launch_encoders").set_value(["resnet18"]).run()
+    no_exception(at)
+    runs = 3 * 2  # experiments x inits
+    finished = runs * run_bytes("unet", "resnet18") / 1e9
+    peak = finished + (run_bytes("unet", "resnet18", training=True) / 1e9 - finished / runs)
+    note = next(t for t in texts(at).splitlines() if t.startswith("Disk (estimate)"))
+    assert f"{finished:.1f} GB of best models once finished" in note
+    assert f"{peak:.1f} GB at most while 1 run(s) train" in note
 
 
 def test_launch_enqueues_a_sweep(populated, synthetic_data):

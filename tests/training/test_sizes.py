@@ -7,7 +7,13 @@ import segmentation_models_pytorch as smp
 
 from db.grid import ARCHITECTURES, ENCODERS
 from worker.training.models import count_parameters
-from worker.training.sizes import PARAMETERS, full_sweep_bytes, run_bytes
+from worker.training.sizes import (
+    PARAMETERS,
+    DiskEstimate,
+    full_sweep_bytes,
+    run_bytes,
+    sweep_bytes,
+)
 
 
 def test_the_table_covers_every_cell_of_the_grid():
@@ -28,6 +34,18 @@ def test_parameter_counts_match_the_installed_smp(architecture, encoder):
 
 
 def test_the_full_sweep_estimate_adds_up():
-    assert run_bytes("unet", "resnet18") == PARAMETERS[("unet", "resnet18")] * 4 * 5
-    assert full_sweep_bytes() == 6 * sum(run_bytes(a, e) for a, e in PARAMETERS)
-    assert 100e9 < full_sweep_bytes() < 1000e9
+    assert run_bytes("unet", "resnet18") == PARAMETERS[("unet", "resnet18")] * 4
+    assert run_bytes("unet", "resnet18", training=True) == PARAMETERS[("unet", "resnet18")] * 32
+    need = full_sweep_bytes()
+    assert need.finished == 6 * sum(run_bytes(a, e) for a, e in PARAMETERS)
+    largest = max(PARAMETERS.values()) * 4 * 7  # the largest run's resume state
+    assert need.peak == need.finished + largest
+    assert full_sweep_bytes(concurrent=4).peak > need.peak
+    assert 10e9 < need.finished < 200e9
+
+
+def test_a_selection_counts_what_it_knows_and_says_what_it_does_not():
+    need = sweep_bytes([("unet", "resnet18"), ("unet", "resnet18"), ("unetplusplus", "tu-x")])
+    assert need.finished == 2 * run_bytes("unet", "resnet18")
+    assert need.unknown == 1
+    assert sweep_bytes([]) == DiskEstimate(0, 0, 0)

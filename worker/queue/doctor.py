@@ -165,17 +165,34 @@ def check_weights() -> Check:
     )  # fmt: skip
 
 
-def check_disk(artifacts: Path) -> Check:
-    where = artifacts
+def free_bytes(folder: Path) -> int:
+    """Free space where `folder` is (or will be created)."""
+    where = folder
     while not where.exists() and where != where.parent:
         where = where.parent
-    free = shutil.disk_usage(where).free
+    return shutil.disk_usage(where).free
+
+
+def disk_for(cells: list[tuple[str, str]], concurrent: int, artifacts: Path) -> dict:
+    """What runs of these (architecture, encoder) cells need on the artifacts disk,
+    `concurrent` training at a time, beside the space there is (bytes)."""
+    need = sizes.sweep_bytes(cells, concurrent)
+    return {
+        "finished": need.finished,
+        "peak": need.peak,
+        "unknown": need.unknown,
+        "free": free_bytes(artifacts),
+    }
+
+
+def check_disk(artifacts: Path) -> Check:
+    free = free_bytes(artifacts)
     need = sizes.full_sweep_bytes()
     detail = (
-        f"{_gb(free)} free at {artifacts}; the 600-model sweep keeps about {_gb(need)} "
-        f"(best models alone: {_gb(need / sizes.COPIES_PER_RUN)})"
+        f"{_gb(free)} free at {artifacts}; the 600-model sweep keeps about "
+        f"{_gb(need.finished)} of best models, {_gb(need.peak)} at most while one run trains"
     )
-    if free < need:
+    if free < need.peak:
         return Check(
             "disk", WARNING, detail, "free space, or point SEGBENCH_ARTIFACTS_DIR elsewhere"
         )

@@ -8,7 +8,13 @@ table still matches the installed smp.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
+
 from db.grid import ARCHITECTURES, ENCODERS
+
+# Each (architecture, encoder) cell runs once per experiment (3) and init (2).
+RUNS_PER_CELL = 6
 
 PARAMETERS: dict[tuple[str, str], int] = {
     ("unet", "vgg11"): 18_252_881,
@@ -113,20 +119,44 @@ PARAMETERS: dict[tuple[str, str], int] = {
     ("pspnet", "efficientnet-b6"): 40_819_367,
 }
 
-# What a finished run leaves in its artifacts folder, in float32 copies of its
-# parameters: the best model (safetensors), the best epoch's weights, and the latest
-# checkpoint (the model and Adam's two moments).
-COPIES_PER_RUN = 5
+# What a run keeps in its artifacts folder, in float32 copies of its parameters. A
+# finished run keeps its best model (safetensors); while it trains it also holds the
+# latest and previous resume checkpoints (the model and Adam's two moments: 3 copies
+# each) and the best epoch's weights, all removed when it finishes.
+FINISHED_COPIES = 1
+TRAINING_COPIES = FINISHED_COPIES + 2 * 3 + 1
 BYTES_PER_PARAMETER = 4
-# Each (architecture, encoder) cell runs once per experiment (3) and init (2).
-RUNS_PER_CELL = 6
 
 
-def run_bytes(architecture: str, encoder: str) -> int:
-    """Disk a finished run of this cell keeps (an estimate)."""
-    return PARAMETERS[(architecture, encoder)] * BYTES_PER_PARAMETER * COPIES_PER_RUN
+def run_bytes(architecture: str, encoder: str, *, training: bool = False) -> int:
+    """Disk one run of this cell keeps once finished (or at most while it trains)."""
+    copies = TRAINING_COPIES if training else FINISHED_COPIES
+    return PARAMETERS[(architecture, encoder)] * BYTES_PER_PARAMETER * copies
 
 
-def full_sweep_bytes() -> int:
+@dataclass(frozen=True)
+class DiskEstimate:
+    """What a selection of runs needs on the artifacts disk (estimates, bytes)."""
+
+    finished: int  # every run finished: their best models
+    peak: int  # the most at any moment: finished + the largest runs still training
+    unknown: int  # runs of cells this table has no size for (not counted)
+
+
+def sweep_bytes(cells: Iterable[tuple[str, str]], concurrent: int = 1) -> DiskEstimate:
+    """Disk for runs of these (architecture, encoder) cells, `concurrent` at a time."""
+    cells = list(cells)
+    known = [(a, e) for a, e in cells if (a, e) in PARAMETERS]
+    unknown = len(cells) - len(known)
+    finished = sum(run_bytes(a, e) for a, e in known)
+    extra = [run_bytes(a, e, training=True) - run_bytes(a, e) for a, e in known]
+    extra.sort(reverse=True)
+    return DiskEstimate(finished, finished + sum(extra[: max(1, concurrent)]), unknown)
+
+
+def full_sweep_bytes(concurrent: int = 1) -> DiskEstimate:
     """Disk the 600-model benchmark's artifacts need (an estimate)."""
-    return RUNS_PER_CELL * sum(run_bytes(a, e) for a in ARCHITECTURES for e in ENCODERS)
+    return sweep_bytes(
+        [(a, e) for a in ARCHITECTURES for e in ENCODERS for _ in range(RUNS_PER_CELL)],
+        concurrent,
+    )
