@@ -82,7 +82,7 @@ def _patient(rng: np.random.Generator) -> _Patient:
         a3=rng.uniform(-0.05, 0.05),
         phi=rng.uniform(0, math.pi),
         lung_hu=rng.uniform(-900, -760),  # inspiration depth varies between patients
-        vessels=rng.uniform(90, 160),
+        vessels=rng.uniform(140, 240),
         z_top=rng.uniform(0.04, 0.12),
         z_bottom=rng.uniform(0.88, 0.96),
         consolidation=rng.uniform(0.1, 0.45),
