@@ -2,14 +2,19 @@
 
 Each slice is drawn from a simple chest model in Hounsfield units: air outside a body
 ellipse (-1000), subcutaneous fat (-100), soft tissue (+40), a spine (bone), a heart
-(+35) and two air-filled lungs (about -850, textured, denser at the back) holding
-bright vessels (+40, small blobs). Lesions sit inside the lungs, mostly at the
+(+35) and two air-filled lungs (-900 to -760 by patient, textured, denser at the back)
+holding bright vessels (+40, blobs and short segments) and airways. Lesions sit inside the lungs, mostly at the
 periphery: ground-glass (label 1, -600 to -400, hazy edges), consolidation (label 2,
 about 0, dense cores) and, now and then, pleural effusion at the back of the lung
 (label 3, about +15). Lungs are labelled 1 and 2.
 
-One intensity threshold does not separate lungs from lesions: vessels inside the lungs
-and soft tissue outside them have the same HU as consolidation. Training slices each
+No intensity threshold inside the lungs finds the lesions (the best one scores 30-40%
+mean Dice on slices with lesions; tests/data/test_synth_difficulty.py): as on real CT,
+normal lung reaches lesion HU through a dependent density gradient at the back,
+partial volume with the chest wall at its border, vessels with blurred edges and
+airway walls, while ground glass is patchy, from faint to dense, and consolidation
+holds air bronchograms. Vessels inside the lungs and soft tissue outside them have the
+same HU as consolidation. Training slices each
 come from a different "patient" (as in the real set, which pools patients); test
 volumes run from above the lungs to below them, so their first and last slices have no
 lungs, and lesions cover a band of slices in the middle (about half of all slices).
