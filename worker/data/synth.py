@@ -3,10 +3,10 @@
 Each slice is drawn from a simple chest model in Hounsfield units: air outside a body
 ellipse (-1000), subcutaneous fat (-100), soft tissue (+40), a spine (bone), a heart
 (+35) and two air-filled lungs (-900 to -760 by patient, textured, denser at the back)
-holding bright vessels (+40, blobs and short segments) and airways. Lesions sit inside the lungs, mostly at the
-periphery: ground-glass (label 1, -600 to -400, hazy edges), consolidation (label 2,
-about 0, dense cores) and, now and then, pleural effusion at the back of the lung
-(label 3, about +15). Lungs are labelled 1 and 2.
+holding bright vessels (+40, blobs and short segments) and airways. Lesions sit inside
+the lungs, mostly at the periphery: ground-glass (label 1, -680 to -380, patchy),
+consolidation (label 2, about 0, dense cores) and, now and then, pleural effusion at
+the back of the lung (label 3, about +15). Lungs are labelled 1 and 2.
 
 No intensity threshold inside the lungs finds the lesions (the best one scores 30-40%
 mean Dice on slices with lesions; tests/data/test_synth_difficulty.py): as on real CT,
@@ -249,9 +249,9 @@ def _vessels(rng: np.random.Generator, lungs: np.ndarray, per_image: float) -> n
         n = max(4, size // 24)
         angle = rng.uniform(0, 2 * math.pi, segments)
         length = rng.uniform(0.02, 0.08, segments) * size
-        t = np.linspace(0, 1, n, dtype=np.float32)[None, :]
-        py = np.clip(ys[:segments, None] + np.sin(angle)[:, None] * length[:, None] * t, 0, size - 1)
-        px = np.clip(xs[:segments, None] + np.cos(angle)[:, None] * length[:, None] * t, 0, size - 1)
+        t = np.linspace(0, 1, n, dtype=np.float32)[None, :] * length[:, None]
+        py = np.clip(ys[:segments, None] + np.sin(angle)[:, None] * t, 0, size - 1)
+        px = np.clip(xs[:segments, None] + np.cos(angle)[:, None] * t, 0, size - 1)
         np.add.at(field, (np.rint(py).astype(np.intp), np.rint(px).astype(np.intp)), 0.5)
     field = gaussian_filter(field, sigma) * (2 * math.pi * sigma**2)
     return np.where(lungs, np.clip(field / 0.6, 0, 1), 0).astype(np.float32)
