@@ -318,6 +318,9 @@ def runs_with_first_layer(session: Session) -> list[dict[str, Any]]:
 
 SUCCEEDED_COLUMNS = (
     *RUN_KEY_COLUMNS,
+    Run.seed,
+    Run.protocol_hash,
+    Sweep.protocol,
     Run.family,
     Run.synthetic,
     Run.dataset_name,
