@@ -18,7 +18,7 @@ few utilisations, and what utilisation the 6-hour goal needs. Last line:
 `projected hours: H` (this device, 600 runs).
 
     python bench/project_full_benchmark.py [--quick] [--image-size 128] [--device cpu]
-        [--switch amp=false ...]
+        [--switch amp=true ...]
 """
 
 from __future__ import annotations
@@ -78,7 +78,8 @@ def flops_table(size: int) -> dict[tuple[str, str], float]:
 
 
 def parse_switches(items: list[str]) -> dict:
-    """["amp=false", "checkpoint_interval_s=0"] -> TrainSpec keyword arguments."""
+    """["amp=true", "checkpoint_interval_s=0"] -> TrainSpec keyword arguments; ``amp``
+    is the protocol's train_precision (bf16 when true; fp32, the default, when not)."""
     names = {"amp", "channels_last", "fused_adam", "cudnn_benchmark", "compile"}
     out: dict = {}
     for item in items:
@@ -122,10 +123,14 @@ def measure(
     clock = Clock()
     spec = TrainSpec(
         run=RunSpec("lung-segmentation", *combo, "random"),
-        protocol=Protocol(epochs=epochs, image_size=size),
+        protocol=Protocol(
+            epochs=epochs,
+            image_size=size,
+            train_precision="bf16" if switches.get("amp") else "fp32",
+        ),
         data_dir=data_dir,
         device=device,
-        **switches,
+        **{k: v for k, v in switches.items() if k != "amp"},
         artifacts_dir=work / f"{combo[0]}-{combo[1]}",
     )
     fit(spec, clock)
@@ -152,7 +157,7 @@ def main() -> None:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="a TrainSpec speed switch, e.g. amp=false, compile=true, checkpoint_interval_s=0",
+        help="a speed switch, e.g. amp=true (bf16 training), compile=true, checkpoint_interval_s=0",
     )
     args = parser.parse_args()
     size = args.image_size or (32 if args.quick else 128)

@@ -74,7 +74,7 @@ def sweeps(url: str) -> pd.DataFrame:
 def leaderboard(url: str, filters: Filters = ()) -> pd.DataFrame:
     with session_scope(url) as session:
         rows = queries.leaderboard(session, **{k: list(v) for k, v in filters})
-    return _frame(rows, list(queries.LEADERBOARD_COLUMNS))
+    return _frame(rows, list(queries.LEADERBOARD_KEYS))
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
@@ -214,10 +214,11 @@ def dataset_info(data_dir: str) -> dict[str, Any]:
 
 @st.cache_data(ttl=DATASET_TTL_S, show_spinner="Reading the test slice…", max_entries=8)
 def ground_truth_slice(
-    data_dir: str, experiment: str, image_size: int, index: int
+    data_dir: str, experiment: str, image_size: int, index: int, test_resize: str = "standard"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The normalised test image and ground-truth mask at test index `index`."""
-    test = load_dataset(data_dir, experiment, image_size).test
+    """The normalised test image and ground-truth mask at test index `index`, resized
+    as the sweep's protocol resized its test slices."""
+    test = load_dataset(data_dir, experiment, image_size, test_resize=test_resize).test
     if not 0 <= index < len(test):
         raise DataError(
             f"{data_dir}: test index {index} is outside its {len(test)} test slices; "
@@ -247,10 +248,11 @@ def enqueue(
     sweep: str,
     data_dir: str,
     allow_missing_weights: bool = False,
+    seeds: Sequence[int] | None = None,
 ) -> list[int]:
     """Put runs in the queue as `segbench submit` does (rows in the database, then the
-    ids of the queued ones to the broker). Returns the ids of the selected runs, new or
-    already there."""
+    ids of the queued ones to the broker), each spec once per seed. Returns the ids of
+    the selected runs, new or already there."""
     try:
         service.connect_broker(url)
         result = service.submit_runs(
@@ -260,6 +262,7 @@ def enqueue(
             sweep=sweep,
             db_url=url,
             allow_missing_weights=allow_missing_weights,
+            seeds=seeds,
         )
     finally:
         clear_cache()

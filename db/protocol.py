@@ -12,9 +12,18 @@ from dataclasses import asdict, dataclass, field, fields
 
 from db.errors import InvalidInput, check_choice
 
-LOSSES = ("soft-dice", "authors-dice")
+LOSSES = ("soft-dice", "soft-dice-per-image", "smp-legacy-dice", "authors-2020-dice")
+# Names stored sweeps may still hold -> the loss they meant.
+LOSS_ALIASES = {"authors-dice": "smp-legacy-dice"}
 METRIC_MODES = ("standard", "authors-2020")
+# The eps in every ratio of a metric mode: standard ratios are exact (0/0 counts as
+# 1); the authors' 2020 code added 1e-6 to every denominator.
+METRIC_EPS = {"standard": 0.0, "authors-2020": 1e-6}
 AUGMENT_MODES = ("paper", "authors-code")
+PRECISIONS = ("fp32", "bf16")  # of the training step; validation and test are always fp32
+TEST_RESIZES = ("standard", "pil-antialias")
+# Not part of Protocol.hash(): runs that differ only in these share a protocol.
+PER_RUN_FIELDS = ("seed",)
 
 
 # Upper bounds that no real protocol reaches and that keep a typo from allocating
@@ -34,14 +43,28 @@ class Protocol:
     image_size: int = 512
     batch_size: int = 2
     lr: float = 1e-3
-    loss: str = "soft-dice"  # paper text; "authors-dice" = authors' code
+    loss: str = "soft-dice"  # paper text; see LOSSES and docs/protocol.md
     metric_mode: str = "standard"  # or "authors-2020" (compatibility)
-    seed: int = 0
+    seed: int = 0  # per run: not hashed (PER_RUN_FIELDS)
     augment: bool = True
     augment_mode: str = "paper"  # or "authors-code" (nearest, HU 0 padding)
+    train_precision: str = "fp32"  # or "bf16": autocast of the training step only
+    test_resize: str = "standard"  # or "pil-antialias" (the authors' PIL pipeline)
 
     def __post_init__(self) -> None:
+        if self.loss in LOSS_ALIASES:  # a deprecated name of a stored sweep
+            object.__setattr__(self, "loss", LOSS_ALIASES[self.loss])
         check_choice("loss", self.loss, LOSSES, ProtocolError)
+        check_choice("training precision", self.train_precision, PRECISIONS, ProtocolError)
+        check_choice("test resize", self.test_resize, TEST_RESIZES, ProtocolError)
+        if (
+            isinstance(self.seed, bool)
+            or not isinstance(self.seed, int)
+            or not 0 <= self.seed < 2**31
+        ):
+            raise ProtocolError(
+                f"seed must be a whole number from 0 to {2**31 - 1}, got {self.seed}."
+            )
         check_choice("metric mode", self.metric_mode, METRIC_MODES, ProtocolError)
         check_choice("augmentation mode", self.augment_mode, AUGMENT_MODES, ProtocolError)
         for name, most in LIMITS.items():
@@ -61,10 +84,23 @@ class Protocol:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
+    @property
+    def metric_eps(self) -> float:
+        return METRIC_EPS[self.metric_mode]
+
     def hash(self) -> str:
-        """Stable short hash of everything that changes a run's numbers."""
-        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        """Short hash of everything a sweep shares that changes a run's numbers: every
+        field except the per-run seed (docs/protocol.md, "Protocol hash").
+
+        A hash stored before a field existed is never recomputed; a protocol dict
+        without a newer field loads with that field's default (fp32, standard resize)."""
+        shared = {k: v for k, v in self.to_dict().items() if k not in PER_RUN_FIELDS}
+        blob = json.dumps(shared, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+    def shared_dict(self) -> dict:
+        """The fields of a sweep's protocol (all but the per-run seed)."""
+        return {k: v for k, v in self.to_dict().items() if k not in PER_RUN_FIELDS}
 
 
 @dataclass

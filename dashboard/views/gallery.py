@@ -27,6 +27,7 @@ experiment = top[1].selectbox("Experiment", EXPERIMENTS, key="gal_experiment")
 row = sweeps[sweeps["name"] == sweep].iloc[0]
 common.synthetic_badge(bool(row["synthetic"]))
 image_size = int((row["protocol"] or {}).get("image_size", 512))
+test_resize = str((row["protocol"] or {}).get("test_resize", "standard"))
 
 
 def best_and_worst(runs: pd.DataFrame) -> list[int]:
@@ -68,7 +69,9 @@ def masks_section() -> None:
         key=f"gal_models_{sweep}_{experiment}",
     )
     image = truth = None
-    loaded = common.attempt(data.ground_truth_slice, row["data_dir"], experiment, image_size, index)
+    loaded = common.attempt(
+        data.ground_truth_slice, row["data_dir"], experiment, image_size, index, test_resize
+    )
     if loaded is None:
         st.caption("Without the dataset folder only the predicted masks can be drawn.")
     else:

@@ -8,12 +8,23 @@ from datetime import UTC, datetime
 import streamlit as st
 
 from dashboard import auth, common, data
+from db.errors import InvalidInput
 from db.grid import ARCHITECTURES, ENCODERS, EXPERIMENTS, FAMILIES, INITS, expand
-from db.protocol import LOSSES, METRIC_MODES, Protocol
+from db.presets import PRESET_NAMES, PRESETS, check_seeds, protocol_line, resolve
+from db.protocol import AUGMENT_MODES, LOSSES, METRIC_MODES, PRECISIONS, TEST_RESIZES
 from db.settings import get_settings
 
 FULL_BENCHMARK = 600
 IMAGE_SIZES = [64, 128, 256, 512]
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0, 1, 2' -> [0, 1, 2] (InvalidInput for anything else)."""
+    parts = [p for p in text.replace(",", " ").split() if p]
+    if not parts or not all(p.isdigit() for p in parts):
+        raise InvalidInput(f"Seeds must be whole numbers from 0 separated by commas, got '{text}'.")
+    return check_seeds(int(p) for p in parts)
+
 
 st.title("Launch")
 url = data.database_url()
@@ -31,30 +42,82 @@ encoders = right.multiselect("Encoders", list(ENCODERS), key="launch_encoders")
 inits = left.multiselect("Weight init", INITS, key="launch_inits")
 
 st.subheader("Protocol")
+preset = st.radio(
+    "Preset",
+    PRESET_NAMES,
+    horizontal=True,
+    key="launch_preset",
+    help="paper: the paper's text; authors-2020: everything as the authors' 2020 code did "
+    "it. The settings below start from the preset; changing one overrides it.",
+)
+base = PRESETS[preset]
 c1, c2, c3, c4 = st.columns(4)
-epochs = c1.number_input("Epochs", 1, 1000, 200, key="launch_epochs", help="Paper: 200.")
-image_size = c2.selectbox("Image size", IMAGE_SIZES, index=3, key="launch_image_size")
+epochs = c1.number_input(
+    "Epochs", 1, 1000, base["epochs"], key=f"launch_epochs_{preset}", help="Paper: 200."
+)
+image_size = c2.selectbox(
+    "Image size", IMAGE_SIZES, index=IMAGE_SIZES.index(base["image_size"]), key="launch_image_size"
+)
 loss = c3.selectbox(
-    "Loss", LOSSES, key="launch_loss", help="soft-dice: the paper's text; authors-dice: its code."
+    "Loss",
+    LOSSES,
+    index=LOSSES.index(base["loss"]),
+    key=f"launch_loss_{preset}",
+    help="soft-dice: the paper's text; authors-2020-dice: the code that trained its models.",
 )
 batch_size = c4.number_input("Batch size", 1, 64, 2, key="launch_batch_size", help="Paper: 2.")
-c1, c2, c3 = st.columns([2, 1, 1])
+c1, c2, c3, c4 = st.columns(4)
+metric_mode = c1.selectbox(
+    "Metrics",
+    METRIC_MODES,
+    index=METRIC_MODES.index(base["metric_mode"]),
+    key=f"launch_metric_mode_{preset}",
+)
+augment_mode = c2.selectbox(
+    "Augmentation",
+    AUGMENT_MODES,
+    index=AUGMENT_MODES.index(base["augment_mode"]),
+    key=f"launch_augment_mode_{preset}",
+)
+precision = c3.selectbox(
+    "Training precision",
+    PRECISIONS,
+    index=PRECISIONS.index(base["train_precision"]),
+    key=f"launch_precision_{preset}",
+    help="fp32: the paper's. bf16 speeds up GPU training and can move Dice by points; "
+    "validation and test always run in fp32.",
+)
+test_resize = c4.selectbox(
+    "Test resize",
+    TEST_RESIZES,
+    index=TEST_RESIZES.index(base["test_resize"]),
+    key=f"launch_test_resize_{preset}",
+    help="pil-antialias: the test slices resized as the authors' PIL code did.",
+)
+c1, c2 = st.columns([2, 2])
 data_dir = c1.text_input("Dataset folder", get_settings().data_dir, key="launch_data_dir")
-metric_mode = c2.selectbox("Metrics", METRIC_MODES, key="launch_metric_mode")
-seed = c3.number_input("Seed", 0, 2**31 - 1, 0, key="launch_seed")
+seeds_text = c2.text_input(
+    "Seeds", "0", key="launch_seeds", help="One run per grid cell and seed, e.g. 0, 1, 2."
+)
+seeds = common.attempt(parse_seeds, seeds_text)
 default_sweep = f"sweep-{datetime.now(UTC):%Y%m%d-%H%M}"
 sweep = st.text_input("Sweep name", default_sweep, key="launch_sweep").strip()
 
 specs = common.attempt(expand, experiments, architectures, encoders, families, inits) or []
 protocol = common.attempt(
-    Protocol,
+    resolve,
+    preset,
     epochs=int(epochs),
     image_size=int(image_size),
     batch_size=int(batch_size),
     loss=loss,
     metric_mode=metric_mode,
-    seed=int(seed),
+    augment_mode=augment_mode,
+    train_precision=precision,
+    test_resize=test_resize,
 )
+if protocol is not None:
+    st.caption(f"Protocol {protocol.hash()}: {protocol_line(protocol)}.")
 # Reading a folder says whether it exists: with a password set, only after it is given.
 dataset = (
     common.attempt(data.dataset_info, data_dir.strip()) if data_dir.strip() and can_act else None
@@ -66,9 +129,11 @@ if dataset is not None:
     common.synthetic_badge(dataset["synthetic"])
 
 m1, m2 = st.columns([1, 3])
-m1.metric("Runs in this selection", len(specs))
+n_seeds = len(seeds or [])
+m1.metric("Runs in this selection", len(specs) * n_seeds)
 m2.caption(
-    f"{len(specs)} runs × {int(epochs)} epochs = {len(specs) * int(epochs):,} epochs of training."
+    f"{len(specs)} grid cells × {n_seeds} seed(s) × {int(epochs)} epochs = "
+    f"{len(specs) * n_seeds * int(epochs):,} epochs of training."
 )
 
 workers_now = common.load(data.live_workers, url)
@@ -129,6 +194,7 @@ weights_ok, allow_missing = weights_notice(specs, "launch")
 ready = (
     bool(specs)
     and protocol is not None
+    and bool(seeds)
     and dataset is not None
     and bool(sweep)
     and can_act
@@ -145,6 +211,7 @@ def do_enqueue(chosen, sweep_name: str, allow_missing_weights: bool = False) -> 
         sweep=sweep_name,
         data_dir=data_dir.strip(),
         allow_missing_weights=allow_missing_weights,
+        seeds=seeds,
     )
     if ids is not None:
         st.success(
@@ -155,7 +222,7 @@ def do_enqueue(chosen, sweep_name: str, allow_missing_weights: bool = False) -> 
 
 
 if st.button(
-    f"Enqueue {len(specs)} runs", type="primary", disabled=not ready, key="launch_enqueue"
+    f"Enqueue {len(specs) * n_seeds} runs", type="primary", disabled=not ready, key="launch_enqueue"
 ):
     do_enqueue(specs, sweep, allow_missing)
 
@@ -170,7 +237,13 @@ with st.expander("The full benchmark: all 600 models of the paper"):
         key="launch_full_confirm",
     )
     full_weights_ok, full_allow_missing = weights_notice(expand(), "launch_full")
-    full_ready = confirmed and protocol is not None and dataset is not None and bool(full_sweep)
+    full_ready = (
+        confirmed
+        and protocol is not None
+        and bool(seeds)
+        and dataset is not None
+        and bool(full_sweep)
+    )
     if st.button(
         f"Enqueue the {FULL_BENCHMARK}-model benchmark",
         disabled=not (full_ready and can_act and full_weights_ok),

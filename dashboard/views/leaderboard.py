@@ -19,6 +19,8 @@ COLUMNS = {
     "encoder": "encoder",
     "family": "family",
     "init": "init",
+    "seed": "seed",
+    "train_precision": "precision",
     "status": "status",
     "sensitivity": "Sens (%)",
     "specificity": "Spec (%)",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -59,7 +59,8 @@ class ClaimedRun:
     run_id: int
     uid: str  # unique across databases: names the artifact folder, signs checkpoints
     spec: RunSpec
-    protocol: Protocol
+    protocol: Protocol  # the sweep's, with this run's seed
+    protocol_hash: str  # as stored with the run (Protocol.hash() when it was submitted)
     sweep: str
     data_dir: str
     dataset_name: str
@@ -93,14 +94,19 @@ def submit(
     sweep: str,
     data_dir: str,
     dataset: dict[str, Any],
+    seeds: Sequence[int] | None = None,
 ) -> list[int]:
-    """Enqueue `specs` under `sweep`; runs that already exist are left alone.
+    """Enqueue `specs` x `seeds` (default: the protocol's seed) under `sweep`; runs that
+    already exist are left alone. Returns the ids of all selected runs (new or not),
+    seed by seed within each spec; `created` holds those this call inserted (what
+    needs a message to the broker). `dataset`: {name, kind, synthetic, manifest_hash}.
 
-    Returns the ids of all selected runs (new or not), in the order of `specs`; its
-    `created` holds the ids this call inserted (what needs a message to the broker).
-    `dataset`: {name, kind, synthetic, manifest_hash}.
+    The sweep stores the protocol without the per-run seed (runs differing only by
+    seed share its hash); a sweep stored under an older hash of the same protocol
+    keeps that hash for its new runs.
     """
     check_sweep_name(sweep)
+    seeds = [replace(protocol, seed=int(s)).seed for s in dict.fromkeys(seeds or [protocol.seed])]
     protocol_hash = protocol.hash()
     synthetic = bool(dataset["synthetic"])
     now = utcnow()
@@ -108,7 +114,7 @@ def submit(
         upsert_insert(session, Sweep.__table__)
         .values(
             name=sweep,
-            protocol=protocol.to_dict(),
+            protocol=protocol.shared_dict(),
             protocol_hash=protocol_hash,
             data_dir=str(data_dir),
             dataset_name=dataset["name"],
@@ -119,9 +125,9 @@ def submit(
         )
         .on_conflict_do_nothing(index_elements=["name"])
     )
-    row = session.execute(
-        select(Sweep.id, Sweep.protocol_hash, Sweep.synthetic).where(Sweep.name == sweep)
-    ).one()
+    row = session.execute(select(Sweep).where(Sweep.name == sweep)).scalar_one()
+    if Protocol.from_dict(row.protocol).hash() == protocol_hash:
+        protocol_hash = row.protocol_hash  # the same protocol, maybe under an older hash
     if row.protocol_hash != protocol_hash:
         raise SweepConflict(
             f"Sweep '{sweep}' already exists with a different protocol (hash "
@@ -137,9 +143,13 @@ def submit(
         {
             "sweep_id": row.id,
             **spec.to_dict(),
-            "seed": protocol.seed,
+            "seed": seed,
             "protocol_hash": protocol_hash,
-            "config": {"spec": spec.to_dict(), "protocol": protocol.to_dict(), "sweep": sweep},
+            "config": {
+                "spec": spec.to_dict(),
+                "protocol": {**protocol.to_dict(), "seed": seed},
+                "sweep": sweep,
+            },
             "dataset_name": dataset["name"],
             "manifest_hash": dataset.get("manifest_hash"),
             "synthetic": synthetic,
@@ -151,6 +161,7 @@ def submit(
             "created_at": now,
         }
         for spec in specs
+        for seed in seeds
     ]
     created: set[int] = set()
     if rows:
@@ -158,14 +169,12 @@ def submit(
         stmt = upsert_insert(session, Run.__table__).on_conflict_do_nothing(index_elements=identity)
         created = set(session.scalars(stmt.returning(Run.id), rows))
     existing = session.execute(
-        select(Run.id, Run.experiment, Run.architecture, Run.encoder, Run.init).where(
-            Run.sweep_id == row.id, Run.protocol_hash == protocol_hash, Run.seed == protocol.seed
+        select(Run.id, Run.experiment, Run.architecture, Run.encoder, Run.init, Run.seed).where(
+            Run.sweep_id == row.id, Run.protocol_hash == protocol_hash, Run.seed.in_(seeds)
         )
     )
-    ids = {(r.experiment, r.architecture, r.encoder, r.init): r.id for r in existing}
-    return SubmittedRuns(
-        [ids[(s.experiment, s.architecture, s.encoder, s.init)] for s in specs], created=created
-    )
+    ids = {(RunSpec(*r[1:5]), r.seed): r.id for r in existing}
+    return SubmittedRuns([ids[(s, seed)] for s in specs for seed in seeds], created=created)
 
 
 def claim(
@@ -221,7 +230,8 @@ def claim(
         run_id=run.id,
         uid=run.uid,
         spec=RunSpec(run.experiment, run.architecture, run.encoder, run.init),
-        protocol=Protocol.from_dict(sweep.protocol),
+        protocol=Protocol.from_dict({**sweep.protocol, "seed": run.seed}),
+        protocol_hash=run.protocol_hash,
         sweep=sweep.name,
         data_dir=sweep.data_dir,
         dataset_name=run.dataset_name,

@@ -39,6 +39,8 @@ LEADERBOARD_COLUMNS = {
     "encoder": Run.encoder,
     "family": Run.family,
     "init": Run.init,
+    "seed": Run.seed,
+    "protocol_hash": Run.protocol_hash,
     "status": Run.status,
     "dataset_name": Run.dataset_name,
     "synthetic": Run.synthetic,
@@ -57,6 +59,10 @@ LEADERBOARD_COLUMNS = {
     "pooled_dice": TestSummary.pooled_dice,
 }
 
+# a sweep's protocol without the field was stored before bf16 became a protocol
+# choice: it loads as fp32 (db.protocol.Protocol)
+LEADERBOARD_KEYS = (*LEADERBOARD_COLUMNS, "train_precision")
+
 
 def leaderboard(
     session: Session,
@@ -66,20 +72,24 @@ def leaderboard(
     limit: int | None = None,
     **filters: Filter,
 ) -> list[dict[str, Any]]:
-    """Runs with their test summary (None until succeeded), best first.
+    """Runs with their test summary (None until succeeded), best first: the keys of
+    LEADERBOARD_KEYS (train_precision: of the sweep's protocol).
 
     Filters: experiment, architecture, encoder, family, init, sweep, status.
     """
     order = LEADERBOARD_COLUMNS[choose("sort column", sort, LEADERBOARD_COLUMNS)]
     order = order.desc() if descending else order.asc()
     stmt = (
-        select(*LEADERBOARD_COLUMNS.values())
+        select(*LEADERBOARD_COLUMNS.values(), Sweep.protocol)
         .join(Sweep, Sweep.id == Run.sweep_id)
         .outerjoin(TestSummary, TestSummary.run_id == Run.id)
         .order_by(order.nulls_last(), Run.id)
         .limit(limit)
     )
-    return rows_of(session, filtered(stmt, **filters))
+    rows = rows_of(session, filtered(stmt, **filters))
+    for row in rows:
+        row["train_precision"] = (row.pop("protocol") or {}).get("train_precision", "fp32")
+    return rows
 
 
 def _std(total: Any, squares: Any, n: Any) -> Any:
@@ -308,6 +318,9 @@ def runs_with_first_layer(session: Session) -> list[dict[str, Any]]:
 
 SUCCEEDED_COLUMNS = (
     *RUN_KEY_COLUMNS,
+    Run.seed,
+    Run.protocol_hash,
+    Sweep.protocol,
     Run.family,
     Run.synthetic,
     Run.dataset_name,

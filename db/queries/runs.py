@@ -8,7 +8,9 @@ from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from db.errors import UnknownRun
+from db.grid import RunSpec
 from db.models import RUN_STATUSES, Epoch, Run, Sweep, TestSummary, utcnow
+from db.protocol import Protocol
 from db.queries._shared import RUN_KEY_COLUMNS, filtered, rows_of, sweep_id
 
 STATUS_KEYS = (
@@ -17,12 +19,16 @@ STATUS_KEYS = (
     "architecture",
     "encoder",
     "init",
+    "seed",
     "status",
     "epoch",
     "epochs",
     "dice",
     "sensitivity",
     "specificity",
+    "sweep",
+    "protocol_hash",
+    "train_precision",
 )
 
 
@@ -157,19 +163,68 @@ def status_rows(session: Session, sweep: str | None = None) -> list[dict[str, An
             Run.architecture,
             Run.encoder,
             Run.init,
+            Run.seed,
             Run.status,
             Run.epoch,
             Run.epochs,
             TestSummary.dice,
             TestSummary.sensitivity,
             TestSummary.specificity,
+            Sweep.name.label("sweep"),
+            Run.protocol_hash,
+            Sweep.protocol,
         )
+        .join(Sweep, Sweep.id == Run.sweep_id)
         .outerjoin(TestSummary, TestSummary.run_id == Run.id)
         .order_by(Run.id)
     )
     if sweep is not None:
         stmt = stmt.where(Run.sweep_id == sweep_id(session, sweep))
-    return rows_of(session, stmt)
+    rows = rows_of(session, stmt)
+    for row in rows:
+        row["train_precision"] = Protocol.from_dict(row.pop("protocol") or {}).train_precision
+    return rows
+
+
+def run_cells(session: Session, run_ids: list[int]) -> list[dict[str, Any]]:
+    """The grid cells of `run_ids` grouped by sweep, as db.jobs.submit takes them:
+    [{"specs", "protocol", "sweep", "data_dir", "dataset"}] (UnknownRun for an id
+    that is not there)."""
+    wanted = sorted({int(i) for i in run_ids})
+    stmt = (
+        select(Run.id, Run.experiment, Run.architecture, Run.encoder, Run.init, Sweep)
+        .join(Sweep, Sweep.id == Run.sweep_id)
+        .where(Run.id.in_(wanted))
+        .order_by(Run.id)
+    )
+    found = session.execute(stmt).all()
+    missing = sorted(set(wanted) - {r.id for r in found})
+    if missing:
+        raise UnknownRun(
+            f"No run with id {missing[0]} in the database; `segbench status` lists the runs."
+        )
+    groups: dict[int, dict[str, Any]] = {}
+    for r in found:
+        sw = r.Sweep
+        group = groups.setdefault(
+            sw.id,
+            {
+                "specs": [],
+                "protocol": Protocol.from_dict(sw.protocol),
+                "sweep": sw.name,
+                "data_dir": sw.data_dir,
+                "dataset": {
+                    "name": sw.dataset_name,
+                    "kind": sw.dataset_kind,
+                    "synthetic": sw.synthetic,
+                    "manifest_hash": sw.manifest_hash,
+                },
+            },
+        )
+        spec = RunSpec(r.experiment, r.architecture, r.encoder, r.init)
+        if spec not in group["specs"]:
+            group["specs"].append(spec)
+    return list(groups.values())
 
 
 def queued_run_ids(session: Session, run_ids: list[int] | None = None) -> list[int]:

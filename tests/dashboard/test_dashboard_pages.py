@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import pytest
 from dashboard_fixtures import OTHER_SWEEP, SWEEP, open_page, point_dashboard_at, populate, texts
+from sqlalchemy import select
 
+from db.models import Run, Sweep
+from db.presets import PRESETS
 from db.queries import queue_counts
 from db.session import session_scope
 from worker.training.sizes import run_bytes
@@ -188,6 +191,36 @@ def test_launch_enqueues_a_sweep(populated, synthetic_data):
     with session_scope(populated.url) as session:
         assert queue_counts(session, sweep="from-test")["queued"] == 4
     assert broker_messages(populated.url) == 4  # sent like `segbench submit` sends them
+
+
+def test_launch_enqueues_a_preset_with_several_seeds(populated, synthetic_data):
+    at = open_page("views/launch.py")
+    at.radio(key="launch_preset").set_value("authors-2020").run()
+    at.text_input(key="launch_data_dir").set_value(str(synthetic_data)).run()
+    at.multiselect(key="launch_experiments").set_value(["lung-segmentation"]).run()
+    at.multiselect(key="launch_architectures").set_value(["unet"]).run()
+    at.multiselect(key="launch_encoders").set_value(["resnet18"]).run()
+    at.multiselect(key="launch_inits").set_value(["random"]).run()
+    at.text_input(key="launch_seeds").set_value("0, 1, 2").run()
+    at.number_input(key="launch_epochs_authors-2020").set_value(3).run()  # overrides 100
+    at.text_input(key="launch_sweep").set_value("seeded").run()
+    assert at.metric[0].value == "3"
+    at.button(key="launch_enqueue").click().run()
+    no_exception(at)
+    with session_scope(populated.url) as session:
+        sweep = session.scalar(select(Sweep).where(Sweep.name == "seeded"))
+        seeds = sorted(session.scalars(select(Run.seed).where(Run.sweep_id == sweep.id)))
+        stored = {k: sweep.protocol[k] for k in PRESETS["authors-2020"]}
+        assert stored == {**PRESETS["authors-2020"], "epochs": 3}
+    assert seeds == [0, 1, 2]
+
+
+def test_launch_refuses_seeds_that_are_not_numbers(populated, synthetic_data):
+    at = open_page("views/launch.py")
+    at.text_input(key="launch_data_dir").set_value(str(synthetic_data)).run()
+    at.text_input(key="launch_seeds").set_value("one").run()
+    assert any("Seeds must be whole numbers" in e.value for e in at.error)
+    assert at.button(key="launch_enqueue").disabled
 
 
 def test_full_benchmark_needs_its_confirmation(populated, synthetic_data, monkeypatch):

@@ -7,6 +7,7 @@ import json
 from queue_stack import TINY
 
 from db import jobs
+from db.protocol import Protocol
 from db.session import session_scope
 from worker.queue import broker
 
@@ -23,8 +24,9 @@ def test_submit_prints_sweep_and_run_ids_and_sends_them(embedded, synthetic_data
         "--sweep", "s1", "--format", "json",
     )  # fmt: skip
     document = json.loads(result.stdout)
-    assert set(document) == {"sweep", "runs"}
+    assert set(document) == {"sweep", "runs", "protocol"}
     assert document["sweep"] == "s1" and len(document["runs"]) == 2
+    assert document["protocol"] == Protocol(epochs=2, image_size=64).shared_dict()
     runs = embedded.runs()
     assert {r["status"] for r in runs.values()} == {"queued"}
     assert depth(embedded) == 2

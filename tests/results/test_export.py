@@ -203,6 +203,7 @@ def test_export_table_from_database_in_both_metric_modes(db):
     std = cli("export", "table", "--format", "csv", "--db", db["url"])
     assert std.exit_code == 0, std.output
     assert std.stdout.startswith("# SYNTHETIC")
+    assert "\n# protocol " in std.stdout and "fp32 training" in std.stdout  # shown with results
     authors = cli(
         "export", "table", "--format", "csv", "--metric-mode", "authors-2020", "--db", db["url"]
     )

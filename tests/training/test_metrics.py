@@ -2,7 +2,14 @@ import numpy as np
 import pytest
 import torch
 
-from worker.training.losses import authors_dice_loss, get_loss, soft_dice_loss
+from db.protocol import METRIC_EPS, Protocol
+from worker.training.losses import (
+    authors_2020_dice_loss,
+    get_loss,
+    smp_legacy_dice_loss,
+    soft_dice_loss,
+    soft_dice_per_image_loss,
+)
 from worker.training.metrics import confusion_counts, slice_metrics, summarize
 
 
@@ -75,12 +82,69 @@ def test_soft_dice_paper_formula():
     assert float(soft_dice_loss(y, y)) == pytest.approx(0.0, abs=1e-5)
 
 
-def test_authors_dice_formula():
+def test_smp_legacy_dice_formula():
     p = torch.tensor([0.5, 1.0, 0.0, 0.25])
     y = torch.tensor([1.0, 1.0, 0.0, 0.0])
     tp, fp, fn = 1.5, 0.25, 0.5
-    assert float(authors_dice_loss(p, y)) == pytest.approx(
+    assert float(smp_legacy_dice_loss(p, y)) == pytest.approx(
         1 - (2 * tp + 1) / (2 * tp + fp + fn + 1)
     )
     with pytest.raises(ValueError, match="Unknown loss"):
         get_loss("focal")
+
+
+def _lesion_and_empty_batch():
+    """Two 2x2 slices (N, 1, H, W): one with a lesion, one with an empty target."""
+    pred = torch.tensor([[0.5, 1.0], [0.0, 0.25], [0.2, 0.1], [0.0, 0.0]]).reshape(2, 1, 2, 2)
+    target = torch.tensor([[1.0, 1.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]]).reshape(2, 1, 2, 2)
+    return pred, target
+
+
+def test_the_four_losses_on_a_lesion_slice_and_an_empty_slice_by_hand():
+    """Hand-computed: slice A has TP = 1.5, sum Y = 2, sum P = 1.75, sum P^2 = 1.3125;
+    slice B has an empty target, sum P = 0.3, sum P^2 = 0.05."""
+    pred, target = _lesion_and_empty_batch()
+    # authors' 2020 code: per slice 1 - 2TP/(sum Y + sum P + 1e-6), 0 for B, batch mean
+    a_2020 = 1 - 2 * 1.5 / (2 + 1.75 + 1e-6)
+    assert float(authors_2020_dice_loss(pred, target)) == pytest.approx((a_2020 + 0) / 2)
+    # smp legacy (authors' 2021 code): over the batch, TP 1.5, FP 0.55, FN 0.5
+    legacy = 1 - (2 * 1.5 + 1) / (2 * 1.5 + 0.55 + 0.5 + 1)
+    assert float(smp_legacy_dice_loss(pred, target)) == pytest.approx(legacy)
+    # paper text, batch sums and per image
+    batch = 1 - 2 * 1.5 / (2 + 1.3125 + 0.05 + 1e-5)
+    assert float(soft_dice_loss(pred, target)) == pytest.approx(batch)
+    per_image = ((1 - 2 * 1.5 / (2 + 1.3125 + 1e-5)) + (1 - 0 / (0.05 + 1e-5))) / 2
+    assert float(soft_dice_per_image_loss(pred, target)) == pytest.approx(per_image)
+    # the readings really differ on this batch
+    values = [a_2020 / 2, legacy, batch, per_image]
+    assert len({round(v, 3) for v in values}) == 4
+
+
+def test_authors_2020_loss_is_zero_for_empty_targets_and_has_gradients():
+    pred = torch.full((2, 1, 4, 4), 0.3, requires_grad=True)
+    target = torch.zeros(2, 1, 4, 4)
+    loss = authors_2020_dice_loss(pred, target)
+    assert float(loss.detach()) == 0.0
+    loss.backward()
+    assert torch.isfinite(pred.grad).all()
+    # a perfect prediction of a lesion slice scores ~0 too
+    y = torch.zeros(1, 1, 4, 4)
+    y[..., :2, :2] = 1
+    assert float(authors_2020_dice_loss(y, y)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_deprecated_authors_dice_name_maps_to_smp_legacy_dice():
+    assert get_loss("authors-dice") is smp_legacy_dice_loss
+    assert Protocol(loss="authors-dice").loss == "smp-legacy-dice"
+    stored = {**Protocol().to_dict(), "loss": "authors-dice"}
+    assert Protocol.from_dict(stored) == Protocol(loss="smp-legacy-dice")
+
+
+def test_authors_2020_metric_eps_is_1e_6():
+    """The 2020 code's denominators carry 1e-6 (the standard mode's ratios are exact)."""
+    assert METRIC_EPS == {"standard": 0.0, "authors-2020": 1e-6}
+    c = np.array([[1, 0, 1, 2]])  # Dice 2/3 without eps
+    dice = slice_metrics(c, "authors-2020")["dice"][0]
+    assert dice == pytest.approx(2 / (3 + 1e-6), abs=1e-15)
+    assert abs(dice - 2 / (3 + 1e-5)) > 1e-7
+    assert slice_metrics(c)["dice"][0] == 2 / 3

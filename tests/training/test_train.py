@@ -213,6 +213,8 @@ def test_cli_train_writes_results_and_labels_synthetic(synthetic_data, tmp_path)
         "resnet18",
         "--init",
         "random",
+        "--preset",
+        "authors-2020",
         "--epochs",
         "2",
         "--image-size",
@@ -230,6 +232,15 @@ def test_cli_train_writes_results_and_labels_synthetic(synthetic_data, tmp_path)
     assert 0 <= summary["dice"] <= 100
     assert (tmp_path / "a" / "epochs.csv").read_text().count("\n") == 3
     assert "SYNTHETIC" in out.stderr
+    # the preset, with the options given beside it overriding it, is what trained
+    p = summary["protocol"]
+    assert (p["epochs"], p["image_size"], p["loss"], p["test_resize"]) == (
+        2,
+        64,
+        "authors-2020-dice",
+        "pil-antialias",
+    )
+    assert summary["protocol_hash"] == Protocol(**p).hash()
 
 
 def test_cli_train_bad_names_and_bad_data(synthetic_data, tmp_path):

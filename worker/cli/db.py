@@ -49,7 +49,17 @@ SHORT_EXPERIMENT = {
     "lesion-segmentation-a": "lesion-a",
     "lesion-segmentation-b": "lesion-b",
 }
-WIDE_COLUMNS = ("id", "experiment", "architecture", "encoder", "init", "status", "epoch")
+WIDE_COLUMNS = (
+    "id",
+    "experiment",
+    "architecture",
+    "encoder",
+    "init",
+    "seed",
+    "precision",
+    "status",
+    "epoch",
+)
 WideOpt = Annotated[
     bool, typer.Option("--wide", help="Every column with full names (needs ~120 columns).")
 ]
@@ -77,7 +87,7 @@ def _short_table(rows: list[dict], title: str) -> Table:
 def _wide_table(rows: list[dict], title: str) -> Table:
     table = Table(title=title)
     for key in WIDE_COLUMNS:
-        table.add_column(key, justify="right" if key in ("id", "epoch") else "left")
+        table.add_column(key, justify="right" if key in ("id", "seed", "epoch") else "left")
     for key in ("dice %", "sensitivity %", "specificity %"):
         table.add_column(key, justify="right")
     for row in rows:
@@ -87,6 +97,8 @@ def _wide_table(rows: list[dict], title: str) -> Table:
             row["architecture"],
             row["encoder"],
             row["init"],
+            str(row["seed"]),
+            row["train_precision"],
             row["status"],
             f"{row['epoch']}/{row['epochs']}",
             _cell(row["dice"]),
@@ -94,6 +106,19 @@ def _wide_table(rows: list[dict], title: str) -> Table:
             _cell(row["specificity"]),
         )
     return table
+
+
+def protocol_lines(rows: list[dict]) -> list[str]:
+    """Per sweep shown: its protocol hash, training precision and seeds."""
+    sweeps: dict[str, dict] = {}
+    for row in rows:
+        seen = sweeps.setdefault(row["sweep"], {"row": row, "seeds": set()})
+        seen["seeds"].add(row["seed"])
+    return [
+        f"{name}: protocol {s['row']['protocol_hash']}, {s['row']['train_precision']} "
+        f"training, seed(s) {', '.join(map(str, sorted(s['seeds'])))}"
+        for name, s in sweeps.items()
+    ]
 
 
 def eta_line(eta: dict) -> str:
@@ -132,6 +157,8 @@ def status(
     title = f"Runs of sweep {sweep}" if sweep else "Runs"
     console = Console()
     console.print(_wide_table(rows, title) if wide else _short_table(rows, title))
+    for line in protocol_lines(rows):
+        console.print(line)
     console.print("  ".join(f"{state}: {n}" for state, n in counts.items()))
     if counts.get("queued", 0) or counts.get("running", 0):
         console.print(eta_line(eta))

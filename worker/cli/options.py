@@ -17,6 +17,7 @@ from sqlalchemy import make_url
 from db.engine import is_sqlite, normalize_url
 from db.errors import SegbenchError
 from db.grid import RunSpec, expand
+from db.presets import resolve
 from db.settings import get_settings
 
 ExperimentOpt = Annotated[
@@ -45,6 +46,46 @@ FormatOpt = Annotated[str, typer.Option("--format", help="table or json.")]
 SweepOpt = Annotated[str | None, typer.Option("--sweep", help="Only the runs of this sweep.")]
 RunIdsArg = Annotated[list[int] | None, typer.Argument(help="Run ids.", show_default=False)]
 DirOpt = Annotated[Path, typer.Option("--dir", help="Dataset folder.")]
+
+# Protocol options: None = the preset's value (no preset: the paper's text).
+PresetOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--preset",
+        help="paper (the paper's text, the default) or authors-2020 (the authors' 2020 "
+        "code); options given beside it override it.",
+    ),
+]
+EpochsOpt = Annotated[int | None, typer.Option(help="Epochs (paper: 200).")]
+ImageSizeOpt = Annotated[int | None, typer.Option(help="Slice size in pixels (paper: 512).")]
+BatchSizeOpt = Annotated[int | None, typer.Option(help="Batch size (paper: 2).")]
+LossOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="soft-dice (paper), soft-dice-per-image, smp-legacy-dice (authors' 2021 code) "
+        "or authors-2020-dice."
+    ),
+]
+MetricModeOpt = Annotated[str | None, typer.Option(help="standard or authors-2020.")]
+AugmentModeOpt = Annotated[str | None, typer.Option(help="paper or authors-code.")]
+PrecisionOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--precision",
+        help="Training-step precision: fp32 (paper) or bf16 (faster on GPUs, changes "
+        "the numbers); validation and test always run in fp32.",
+    ),
+]
+TestResizeOpt = Annotated[
+    str | None,
+    typer.Option(help="standard or pil-antialias (test slices as the authors' PIL code)."),
+]
+
+
+def protocol_from_options(preset: str | None, **options: Any):
+    """The protocol of a preset with the options given put over it (None: not given)."""
+    renamed = {"train_precision": options.pop("precision", None), **options}
+    return resolve(preset, **renamed)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

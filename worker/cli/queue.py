@@ -11,23 +11,33 @@ from typing import Annotated
 
 import typer
 
-from db.protocol import Protocol
+from db.presets import check_seeds, protocol_line
 from db.session import dispose_engine, ensure_schema, redact
 from db.settings import get_settings, worker_host
 from worker.cli.app import app
 from worker.cli.options import (
     ArchitectureOpt,
+    AugmentModeOpt,
+    BatchSizeOpt,
     BrokerOpt,
     DbOpt,
     EncoderOpt,
+    EpochsOpt,
     ExperimentOpt,
     FamilyOpt,
     FormatOpt,
+    ImageSizeOpt,
     InitOpt,
+    LossOpt,
+    MetricModeOpt,
+    PrecisionOpt,
+    PresetOpt,
     RunIdsArg,
+    TestResizeOpt,
     database_url,
     emit,
     fail,
+    protocol_from_options,
     selection,
     user_errors,
 )
@@ -42,13 +52,19 @@ def submit(
     encoder: EncoderOpt = None,
     family: FamilyOpt = None,
     init: InitOpt = None,
-    epochs: Annotated[int, typer.Option(help="Epochs (paper: 200).")] = 200,
-    image_size: Annotated[int, typer.Option(help="Slice size in pixels (paper: 512).")] = 512,
-    batch_size: Annotated[int, typer.Option(help="Batch size (paper: 2).")] = 2,
-    loss: Annotated[str, typer.Option(help="soft-dice (paper) or authors-dice.")] = "soft-dice",
-    metric_mode: Annotated[str, typer.Option(help="standard or authors-2020.")] = "standard",
-    augment_mode: Annotated[str, typer.Option(help="paper or authors-code.")] = "paper",
-    seed: Annotated[int, typer.Option()] = 0,
+    preset: PresetOpt = None,
+    epochs: EpochsOpt = None,
+    image_size: ImageSizeOpt = None,
+    batch_size: BatchSizeOpt = None,
+    loss: LossOpt = None,
+    metric_mode: MetricModeOpt = None,
+    augment_mode: AugmentModeOpt = None,
+    precision: PrecisionOpt = None,
+    test_resize: TestResizeOpt = None,
+    seed: Annotated[
+        list[int] | None,
+        typer.Option("--seed", help="Seed(s); repeat for several runs per grid cell (default 0)."),
+    ] = None,
     data: Annotated[
         Path | None, typer.Option("--data", help="Dataset folder (default: SEGBENCH_DATA_DIR).")
     ] = None,
@@ -76,15 +92,18 @@ def submit(
 
     specs = selection(experiment, architecture, encoder, family, init)
     with user_errors():
-        protocol = Protocol(
+        protocol = protocol_from_options(
+            preset,
             epochs=epochs,
             image_size=image_size,
             batch_size=batch_size,
             loss=loss,
             metric_mode=metric_mode,
             augment_mode=augment_mode,
-            seed=seed,
+            precision=precision,
+            test_resize=test_resize,
         )
+        seeds = check_seeds(seed)
         db_url = database_url(db)
         service.connect_broker(db_url, broker)
         result = service.submit_runs(
@@ -94,15 +113,18 @@ def submit(
             sweep=sweep,
             db_url=db_url,
             allow_missing_weights=allow_missing_weights,
+            seeds=seeds,
         )
     note = service.weights.submit_note(result["weights"])
     if note:
         typer.echo(note, err=True)
     emit(
         format,
-        {"sweep": result["sweep"], "runs": result["runs"]},
-        f"sweep {result['sweep']}: {len(result['runs'])} runs, "
-        f"{len(result['published'])} queued and sent to the workers",
+        {"sweep": result["sweep"], "runs": result["runs"], "protocol": result["protocol"]},
+        f"sweep {result['sweep']}: {len(result['runs'])} runs "
+        f"(seeds {', '.join(map(str, result['seeds']))}), "
+        f"{len(result['published'])} queued and sent to the workers\n"
+        f"protocol {protocol.hash()}: {protocol_line(result['protocol'])}",
     )
 
 

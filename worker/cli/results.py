@@ -12,6 +12,7 @@ import typer
 from db import queries
 from db.errors import check_choice
 from db.grid import EXPERIMENTS, check_name
+from db.presets import protocol_line
 from db.protocol import METRIC_MODES
 from db.session import session_scope
 from worker.cli.app import app
@@ -109,8 +110,13 @@ def export_table(
         if df.empty:
             raise ExportError("No succeeded run matches the selection; the table would be empty.")
         text = render(table2(df), format)
+    notes = [
+        f"protocol {h}: {protocol_line(p)}"
+        for h, p in dict(zip(df["protocol_hash"], df["protocol"], strict=True)).items()
+    ]
     if df["synthetic"].any():
-        note = "SYNTHETIC data: these numbers are not results on real CT"
+        notes.insert(0, "SYNTHETIC data: these numbers are not results on real CT")
+    for note in reversed(notes):
         text = {"csv": f"# {note}\n", "latex": f"% {note}\n"}.get(format, f"> {note}\n\n") + text
     if output is None:
         sys.stdout.write(text)

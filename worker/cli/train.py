@@ -10,13 +10,23 @@ from typing import Annotated
 import typer
 
 from db.grid import RunSpec
-from db.protocol import Protocol
+from db.presets import protocol_line
 from worker.cli.app import app
 from worker.cli.options import (
+    AugmentModeOpt,
+    BatchSizeOpt,
     DbOpt,
+    EpochsOpt,
     FormatOpt,
+    ImageSizeOpt,
+    LossOpt,
+    MetricModeOpt,
+    PrecisionOpt,
+    PresetOpt,
+    TestResizeOpt,
     check_format,
     print_json,
+    protocol_from_options,
     user_errors,
 )
 
@@ -28,13 +38,16 @@ def train(
     architecture: Annotated[str, typer.Option("--architecture", "-a")],
     encoder: Annotated[str, typer.Option("--encoder", "-e")],
     init: Annotated[str, typer.Option("--init", "-i")] = "random",
-    epochs: Annotated[int, typer.Option(help="Epochs (paper: 200).")] = 200,
-    image_size: Annotated[int, typer.Option(help="Slice size in pixels (paper: 512).")] = 512,
-    batch_size: Annotated[int, typer.Option(help="Batch size (paper: 2).")] = 2,
-    seed: Annotated[int, typer.Option()] = 0,
-    loss: Annotated[str, typer.Option(help="soft-dice (paper) or authors-dice.")] = "soft-dice",
-    metric_mode: Annotated[str, typer.Option(help="standard or authors-2020.")] = "standard",
-    augment_mode: Annotated[str, typer.Option(help="paper or authors-code.")] = "paper",
+    preset: PresetOpt = None,
+    epochs: EpochsOpt = None,
+    image_size: ImageSizeOpt = None,
+    batch_size: BatchSizeOpt = None,
+    seed: Annotated[int, typer.Option(help="Seed of this run.")] = 0,
+    loss: LossOpt = None,
+    metric_mode: MetricModeOpt = None,
+    augment_mode: AugmentModeOpt = None,
+    precision: PrecisionOpt = None,
+    test_resize: TestResizeOpt = None,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     artifacts: Annotated[
         Path | None, typer.Option(help="Output folder (default: <artifacts dir>/<run id>).")
@@ -62,7 +75,8 @@ def train(
     check_format(format)
     with user_errors():
         run = RunSpec(experiment=experiment, architecture=architecture, encoder=encoder, init=init)
-        protocol = Protocol(
+        protocol = protocol_from_options(
+            preset,
             epochs=epochs,
             image_size=image_size,
             batch_size=batch_size,
@@ -70,6 +84,8 @@ def train(
             loss=loss,
             metric_mode=metric_mode,
             augment_mode=augment_mode,
+            precision=precision,
+            test_resize=test_resize,
         )
         resolve_device(device)  # refuse before any row is written
         # Missing ImageNet weights are downloaded now (with a progress bar), or, when
@@ -78,7 +94,7 @@ def train(
             weights.fetch(run.encoder, progress=True)
         # Check (and preprocess) the data before any row is written; fit() then finds
         # it in this process's cache instead of reading and checking it again.
-        load_dataset(data, run.experiment, protocol.image_size)
+        load_dataset(data, run.experiment, protocol.image_size, test_resize=protocol.test_resize)
         # The run's failure reason is stored and printed as one sentence below;
         # the runner's own log of it (with traceback) is for worker logs.
         logging.getLogger("worker.queue.runner").setLevel(logging.CRITICAL)
@@ -90,11 +106,13 @@ def train(
             artifacts_dir=artifacts,
             sweep=sweep,
             url=db,
-            recorders=lambda out: [FileRecorder(out), ProgressRecorder(epochs, run.name)],
+            recorders=lambda out: [FileRecorder(out), ProgressRecorder(protocol.epochs, run.name)],
         )
     summary = json.loads((result.artifacts_dir / "summary.json").read_text())
     summary["run_id"] = result.run_id
     summary["sweep"] = result.sweep
+    summary["protocol"] = protocol.to_dict()
+    summary["protocol_hash"] = protocol.hash()
     if format == "json":
         print_json(summary)
         return
@@ -105,5 +123,6 @@ def train(
         f"{summary['all_background_dice']:.2f}%), sensitivity {summary['sensitivity']:.2f}%, "
         f"specificity {summary['specificity']:.2f}% on {summary['test_slices']} test slices; "
         f"best epoch {summary['best_epoch']}; {summary['parameters_m']:.2f} M parameters; "
-        f"results in {result.artifacts_dir}"
+        f"results in {result.artifacts_dir}\nprotocol {protocol.hash()} (seed {protocol.seed}): "
+        f"{protocol_line(protocol)}"
     )

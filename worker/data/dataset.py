@@ -10,6 +10,7 @@ import numpy as np
 
 from db.errors import check_choice
 from db.grid import EXPERIMENTS
+from db.protocol import TEST_RESIZES
 from worker.data.errors import DataError
 from worker.data.layout import SPLITS, Layout, fingerprint, manifest_hash, read_layout
 from worker.data.nifti import scan
@@ -99,6 +100,7 @@ def load_dataset(
     *,
     keep_hu: bool = False,
     cache: bool = True,
+    test_resize: str = "standard",
 ) -> Dataset:
     """Load, check and preprocess a dataset folder for one experiment.
 
@@ -106,17 +108,19 @@ def load_dataset(
     or when the experiment's target mask is not part of the dataset. With cache=True
     the preprocessed volumes of the last folder/size are kept in this process, so
     the next run in the same worker skips reading and checking unchanged files.
+    test_resize: how the test slices are resized (Protocol.test_resize).
     """
     check_choice("experiment", experiment, EXPERIMENTS, DataError)
+    check_choice("test resize", test_resize, TEST_RESIZES, DataError)
     if not isinstance(image_size, numbers.Integral) or image_size < 1:
         raise DataError(f"image size must be a positive integer, got {image_size!r}.")
     image_size = int(image_size)
     layout = read_layout(path)
     check_targets(layout, experiment)
-    key = (fingerprint(layout), image_size)
+    key = (fingerprint(layout), image_size, test_resize)
     volumes = _CACHE.get(key)
     if volumes is None:
-        problems, volumes = scan(layout, image_size=image_size)
+        problems, volumes = scan(layout, image_size=image_size, test_resize=test_resize)
         if problems:
             raise DataError(
                 f"{layout.root} is not usable ({len(problems)} problem(s); `segbench data "

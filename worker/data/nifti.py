@@ -19,7 +19,15 @@ import numpy as np
 
 from worker.data.errors import DataError
 from worker.data.layout import Layout, natural_key, read_layout
-from worker.data.preprocess import HU_MEAN, HU_STD, resize_bilinear, resize_nearest, to_hu
+from worker.data.preprocess import (
+    HU_MEAN,
+    HU_STD,
+    resize_bilinear,
+    resize_mask_pil,
+    resize_nearest,
+    resize_pil_antialias,
+    to_hu,
+)
 
 LABELS = {"lesions": frozenset({0, 1, 2, 3}), "lungs": frozenset({0, 1, 2})}
 
@@ -132,8 +140,14 @@ def _label_problem(rel: str, arr: np.ndarray, role: str, layout: Layout) -> str 
     return f"{rel}: {role} mask has value(s) {seen}; expected {expected}."
 
 
-def scan(layout: Layout, image_size: int | None) -> tuple[list[str], dict]:
+def scan(
+    layout: Layout, image_size: int | None, test_resize: str = "standard"
+) -> tuple[list[str], dict]:
     """Check every file of a layout once; with image_size, also preprocess.
+
+    test_resize (Protocol.test_resize): ``standard`` resizes every slice bilinearly
+    (masks nearest); ``pil-antialias`` resizes the test slices as the authors' PIL
+    pipeline did (worker.data.preprocess.resize_pil_antialias / resize_mask_pil).
 
     Returns (problems, volumes) where volumes = {"parts": [per entry {"image", "lungs",
     "lesions", "volume", "slice"}], "spacing": {image path: (mm, mm, mm)}}.
@@ -194,13 +208,16 @@ def scan(layout: Layout, image_size: int | None) -> tuple[list[str], dict]:
         for i, (start, stop) in ranges.items():
             k = stop - start
             empty = np.zeros((k, image_size, image_size), np.uint8)
-            image = resize_bilinear(hu[start:stop], image_size)
+            pil = test_resize == "pil-antialias" and layout.entries[i].split == "test"
+            resize_image = resize_pil_antialias if pil else resize_bilinear
+            resize_mask = resize_mask_pil if pil else resize_nearest
+            image = resize_image(hu[start:stop], image_size)
             image -= HU_MEAN  # in place: the paper's normalisation without a copy
             image /= HU_STD
             parts[i] = {
                 "image": image,
                 **{
-                    r: empty if b is None else resize_nearest(b[start:stop], image_size)
+                    r: empty if b is None else resize_mask(b[start:stop], image_size)
                     for r, b in binary.items()
                 },
                 "volume": np.full(k, layout.entries[i].volume, np.int64),

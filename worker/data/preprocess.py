@@ -50,6 +50,43 @@ def resize_nearest(stack: np.ndarray, size: int) -> np.ndarray:
     return np.take(np.take(a, iy, axis=-2), ix, axis=-1)
 
 
+def _pil_bilinear_weights(n_in: int, n_out: int) -> np.ndarray:
+    """The (n_out, n_in) weights of PIL's antialiased bilinear resample (its
+    precompute_coeffs with the triangle filter, support scaled on downsampling)."""
+    scale = n_in / n_out
+    filterscale = max(scale, 1.0)
+    support = 1.0 * filterscale
+    weights = np.zeros((n_out, n_in), dtype=np.float64)
+    for xx in range(n_out):
+        center = (xx + 0.5) * scale
+        xmin = max(int(center - support + 0.5), 0)
+        xmax = min(int(center + support + 0.5), n_in)
+        x = np.arange(xmin, xmax, dtype=np.float64)
+        w = np.maximum(1.0 - np.abs((x - center + 0.5) / filterscale), 0.0)
+        total = w.sum()
+        weights[xx, xmin:xmax] = w / total if total != 0.0 else w
+    return weights
+
+
+def resize_pil_antialias(stack: np.ndarray, size: int) -> np.ndarray:
+    """Resize the last two axes to size x size as PIL's ``Image.resize(BILINEAR)`` does
+    on a float ("F") image: antialiased, columns first, float32 between the passes."""
+    a = np.asarray(stack, dtype=np.float32)
+    h, w = a.shape[-2:]
+    if (h, w) == (size, size):
+        return np.array(a, dtype=np.float32, order="C")
+    wx = _pil_bilinear_weights(w, size)
+    wy = _pil_bilinear_weights(h, size)
+    columns = (a.astype(np.float64) @ wx.T).astype(np.float32)
+    return np.ascontiguousarray((wy @ columns.astype(np.float64)).astype(np.float32))
+
+
+def resize_mask_pil(stack: np.ndarray, size: int) -> np.ndarray:
+    """A binary mask as the authors' code resized it: PIL bilinear on the mask, then a
+    cast to bool (any pixel touched by the mask is in it, so masks grow), as uint8."""
+    return (resize_pil_antialias(np.asarray(stack) != 0, size) > 0).view(np.uint8)
+
+
 def denormalise(images: np.ndarray) -> np.ndarray:
     """Back from normalised intensities to HU (float32, a new array)."""
     return np.asarray(images, dtype=np.float32) * HU_STD + HU_MEAN

@@ -2,14 +2,19 @@
 
 Each slice is drawn from a simple chest model in Hounsfield units: air outside a body
 ellipse (-1000), subcutaneous fat (-100), soft tissue (+40), a spine (bone), a heart
-(+35) and two air-filled lungs (about -850, textured, denser at the back) holding
-bright vessels (+40, small blobs). Lesions sit inside the lungs, mostly at the
-periphery: ground-glass (label 1, -600 to -400, hazy edges), consolidation (label 2,
-about 0, dense cores) and, now and then, pleural effusion at the back of the lung
-(label 3, about +15). Lungs are labelled 1 and 2.
+(+35) and two air-filled lungs (-900 to -760 by patient, textured, denser at the back)
+holding bright vessels (+40, blobs and short segments) and airways. Lesions sit inside
+the lungs, mostly at the periphery: ground-glass (label 1, -680 to -380, patchy),
+consolidation (label 2, about 0, dense cores) and, now and then, pleural effusion at
+the back of the lung (label 3, about +15). Lungs are labelled 1 and 2.
 
-One intensity threshold does not separate lungs from lesions: vessels inside the lungs
-and soft tissue outside them have the same HU as consolidation. Training slices each
+No intensity threshold inside the lungs finds the lesions (the best one scores 30-40%
+mean Dice on slices with lesions; tests/data/test_synth_difficulty.py): as on real CT,
+normal lung reaches lesion HU through a dependent density gradient at the back,
+partial volume with the chest wall at its border, vessels with blurred edges and
+airway walls, while ground glass is patchy, from faint to dense, and consolidation
+holds air bronchograms. Vessels inside the lungs and soft tissue outside them have the
+same HU as consolidation. Training slices each
 come from a different "patient" (as in the real set, which pools patients); test
 volumes run from above the lungs to below them, so their first and last slices have no
 lungs, and lesions cover a band of slices in the middle (about half of all slices).
@@ -63,6 +68,8 @@ class _Patient:
     z_bottom: float
     consolidation: float
     ggo_hu: float
+    dependent: float
+    airways: float
 
 
 def _patient(rng: np.random.Generator) -> _Patient:
@@ -79,12 +86,14 @@ def _patient(rng: np.random.Generator) -> _Patient:
         a2=rng.uniform(-0.08, 0.08),
         a3=rng.uniform(-0.05, 0.05),
         phi=rng.uniform(0, math.pi),
-        lung_hu=rng.uniform(-880, -820),
-        vessels=rng.uniform(30, 60),
+        lung_hu=rng.uniform(-900, -760),  # inspiration depth varies between patients
+        vessels=rng.uniform(140, 240),
         z_top=rng.uniform(0.04, 0.12),
         z_bottom=rng.uniform(0.88, 0.96),
         consolidation=rng.uniform(0.1, 0.45),
-        ggo_hu=rng.uniform(-600, -400),
+        ggo_hu=rng.uniform(-680, -380),
+        dependent=rng.uniform(220, 420),  # normal density at the back (lying supine)
+        airways=rng.uniform(2, 6),
     )
 
 
@@ -161,9 +170,15 @@ def _slice(
         return _hu(hu), lesion, lung
 
     texture = _smooth_noise(rng, size, 24)
-    dependent = 130 * np.clip(back * radial, 0, 1) ** 2  # denser at the back, as when lying
-    parenchyma = pt.lung_hu + 45 * texture + dependent + 18 * noise
+    # Normal lung is not one level: patient, texture, a dependent (posterior) density
+    # gradient, partial volume with the chest wall at the border, vessels and airway
+    # walls all reach the HU of lesions, as on real CT.
+    dependent = pt.dependent * np.clip(back * radial, 0, 1) ** 1.5
+    parenchyma = pt.lung_hu + 55 * texture + dependent + 18 * noise
     np.copyto(hu, parenchyma, where=lungs)
+    border = np.clip((radial - 0.9) / 0.1, 0, 1) * 0.8
+    np.copyto(hu, hu * (1 - border) + pt.tissue * border, where=lungs & (border > 0))
+    _airways(rng, hu, lung, pt.airways)
     vessel = _vessels(rng, lungs, pt.vessels)
     dense = np.zeros((size, size), bool)
     if burden > 0:
@@ -172,9 +187,16 @@ def _slice(
         t_ggo = np.quantile(values, 1 - burden)
         t_cons = np.quantile(values, 1 - burden * pt.consolidation)
         ggo, dense = lungs & (score > t_ggo), lungs & (score > t_cons)
-        alpha = 0.4 + 0.6 * np.clip((score - t_ggo) / (0.2 * values.std() + 1e-6), 0, 1)
-        np.copyto(hu, hu * (1 - alpha) + (pt.ggo_hu + 40 * noise) * alpha, where=ggo)
+        # Ground glass is patchy (crazy paving): its opacity varies from faint, close
+        # to the lung around it, to dense, on a grain finer than the lesion.
+        ramp = np.clip((score - t_ggo) / (0.5 * values.std() + 1e-6), 0, 1)
+        grain = np.clip(0.5 + 0.6 * _smooth_noise(rng, size, max(4, size // 6)), 0, 1)
+        alpha = (0.05 + 0.95 * ramp) * (0.1 + 0.9 * grain)
+        np.copyto(hu, hu * (1 - alpha) + (pt.ggo_hu + 50 * noise) * alpha, where=ggo)
         np.copyto(hu, 5 + 30 * noise, where=dense)
+        # air bronchograms: air-filled airways through consolidation, labelled lesion
+        bronchi = dense & (np.abs(_smooth_noise(rng, size, max(4, size // 8))) < 0.12)
+        np.copyto(hu, -880 + 40 * noise, where=bronchi)
         lesion[ggo] = 1
         lesion[dense] = 2
     if effusion > 0:
@@ -182,23 +204,57 @@ def _slice(
         np.copyto(hu, 15 + 10 * noise, where=fluid)
         lesion[fluid] = 3
         dense |= fluid
-    np.copyto(hu, 40 + 25 * noise, where=vessel & ~dense)
+    # vessels with partial volume: their edges pass through every lesion HU
+    np.copyto(hu, hu * (1 - vessel) + (40 + 25 * noise) * vessel, where=(vessel > 0) & ~dense)
     return _hu(hu), lesion, lung
 
 
+def _airways(rng: np.random.Generator, hu: np.ndarray, lung: np.ndarray, per_lung: float) -> None:
+    """Airways seen end-on near each hilum: a dark lumen in a soft-tissue wall."""
+    size = hu.shape[0]
+    c = np.arange(size, dtype=np.float32)
+    for label in (1, 2):
+        ys, xs = np.nonzero(lung == label)
+        if len(ys) < 20:
+            continue
+        medial = xs > xs.mean() if label == 1 else xs < xs.mean()
+        for _ in range(rng.poisson(per_lung)):
+            i = rng.choice(np.flatnonzero(medial)) if medial.any() else rng.integers(len(ys))
+            r = rng.uniform(0.008, 0.02) * size + 0.6
+            box = (_span(c, ys[i], 2 * r), _span(c, xs[i], 2 * r))
+            d = np.hypot(c[box[0], None] - ys[i], c[None, box[1]] - xs[i])
+            wall = np.clip(1 - np.abs(d - r) / (0.45 * r), 0, 1)
+            inside = lung[box] == label
+            part = hu[box]
+            np.copyto(part, -950.0, where=inside & (d < r * 0.7))
+            np.copyto(part, part * (1 - wall) + 20 * wall, where=inside & (wall > 0))
+
+
 def _vessels(rng: np.random.Generator, lungs: np.ndarray, per_image: float) -> np.ndarray:
+    """How much of each pixel is vessel (0..1, float32): blobs (vessels cut across) and
+    short segments (vessels in plane), blurred as CT blurs them."""
     size = lungs.shape[0]
-    sigma = max(0.55, size * 0.0045)
+    sigma = max(0.55, size * 0.004)
     idx = np.flatnonzero(lungs)
     # Fewer vessels when they cannot shrink with the image (tiny sizes).
-    scale = min(1.0, (size * 0.0045 / sigma) ** 2)
+    scale = min(1.0, (size * 0.004 / sigma) ** 2)
     k = rng.poisson(per_image * len(idx) / (0.15 * size * size) * scale)
     if k == 0:
-        return np.zeros_like(lungs)
-    field = np.zeros(size * size, np.float32)
-    field[rng.choice(idx, k)] = rng.uniform(0.4, 2.5, k)
-    field = gaussian_filter(field.reshape(size, size), sigma) * (2 * math.pi * sigma**2)
-    return lungs & (field > 0.3)
+        return np.zeros(lungs.shape, np.float32)
+    field = np.zeros((size, size), np.float32)
+    ys, xs = np.divmod(rng.choice(idx, k), size)
+    field[ys, xs] = rng.uniform(0.4, 2.5, k)
+    segments = k // 3  # a third of the vessels run in the slice plane
+    if segments:
+        n = max(4, size // 24)
+        angle = rng.uniform(0, 2 * math.pi, segments)
+        length = rng.uniform(0.02, 0.08, segments) * size
+        t = np.linspace(0, 1, n, dtype=np.float32)[None, :] * length[:, None]
+        py = np.clip(ys[:segments, None] + np.sin(angle)[:, None] * t, 0, size - 1)
+        px = np.clip(xs[:segments, None] + np.cos(angle)[:, None] * t, 0, size - 1)
+        np.add.at(field, (np.rint(py).astype(np.intp), np.rint(px).astype(np.intp)), 0.5)
+    field = gaussian_filter(field, sigma) * (2 * math.pi * sigma**2)
+    return np.where(lungs, np.clip(field / 0.6, 0, 1), 0).astype(np.float32)
 
 
 def _hu(hu: np.ndarray) -> np.ndarray:

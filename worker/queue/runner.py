@@ -146,7 +146,7 @@ def run_identity(claimed) -> dict:
     return {
         "run_uid": claimed.uid,
         "run": claimed.spec.name,
-        "protocol_hash": claimed.protocol.hash(),
+        "protocol_hash": claimed.protocol_hash,
     }
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from db import jobs, queries
-from db.errors import DatabaseError
+from db.errors import DatabaseError, InvalidInput
 from db.grid import RunSpec
 from db.protocol import Protocol
 from db.session import session_scope
@@ -131,14 +131,17 @@ def submit_runs(
     sweep: str | None,
     db_url: str,
     allow_missing_weights: bool = False,
+    seeds: Sequence[int] | None = None,
 ) -> dict:
-    """Queue `specs` (idempotent) and publish the ids of the runs still queued.
+    """Queue `specs` x `seeds` (default: the protocol's seed; idempotent) and publish
+    the ids of the runs still queued.
 
     With weight downloads forbidden, runs whose ImageNet weights are not cached are
     refused before anything is written (WeightsError), unless `allow_missing_weights`.
 
-    Returns {"sweep", "runs": ids of all selected runs, "published": ids sent,
-    "weights": which ImageNet encoders are cached (worker.queue.weights)}."""
+    Returns {"sweep", "runs": ids of all selected runs (spec by spec, seed by seed),
+    "published": ids sent, "protocol": the sweep's protocol (without the per-run seed),
+    "seeds", "weights": which ImageNet encoders are cached (worker.queue.weights)}."""
     found = weights.check_before_submit(specs, allow_missing=allow_missing_weights)
     if sweep is not None:
         jobs.check_sweep_name(sweep)
@@ -154,12 +157,44 @@ def submit_runs(
             sweep=sweep,
             data_dir=str(data),
             dataset=dataset,
+            seeds=seeds,
         )
         # Only the runs this call created get a message: a second identical submit
         # sends none. A queued run whose message was lost is the reaper's to resend.
         queued = queries.queued_run_ids(session, sorted(ids.created))
     publish_queued(queued)
-    return {"sweep": sweep, "runs": list(ids), "published": queued, "weights": found}
+    return {
+        "sweep": sweep,
+        "runs": list(ids),
+        "published": queued,
+        "protocol": protocol.shared_dict(),
+        "seeds": list(dict.fromkeys(seeds or [protocol.seed])),
+        "weights": found,
+    }
+
+
+def add_seeds(
+    db_url: str, run_ids: Sequence[int], seeds: Sequence[int], *, broker_url: str | None = None
+) -> dict:
+    """Queue the grid cells of `run_ids` again with each of `seeds`, in the runs' own
+    sweeps and protocols; cells that already have a run with that seed are left alone.
+
+    Returns {"runs": ids of the runs of those cells and seeds (new or not),
+    "created": ids this call inserted, "published": ids sent to the broker}."""
+    if not run_ids or not seeds:
+        raise InvalidInput("Name the runs and at least one seed to add.")
+    connect_broker(db_url, broker_url)
+    with session_scope(db_url) as session:
+        groups = queries.run_cells(session, list(run_ids))
+        ids: list[int] = []
+        created: set[int] = set()
+        for group in groups:
+            submitted = jobs.submit(session, seeds=list(seeds), **group)
+            ids += [i for i in submitted if i not in ids]
+            created |= submitted.created
+        queued = queries.queued_run_ids(session, sorted(created))
+    publish_queued(queued)
+    return {"runs": ids, "created": sorted(created), "published": queued}
 
 
 def check_dataset_for(data: Path, experiments: set[str]) -> None:

@@ -27,6 +27,9 @@ RESULT_COLUMNS = [
     "encoder",
     "family",
     "init",
+    "seed",
+    "protocol_hash",
+    "protocol",  # the sweep's (db.protocol.Protocol.shared_dict)
     "synthetic",
     "dataset_name",
     "metric_mode",

@@ -14,20 +14,18 @@ from worker.data.dataset import Split
 from worker.data.layout import sha256_file
 from worker.data.preprocess import HU_MEAN, HU_STD
 from worker.training import metrics, models
-from worker.training.device import autocast, to_tensor
+from worker.training.device import to_tensor
 
 CHECKPOINT_BEST = "checkpoint_best"
 
 
-def validation_loss(
-    model, x: torch.Tensor, y: torch.Tensor, loss_fn, batch_size: int, *, amp: bool = False
-) -> float:
+def validation_loss(model, x: torch.Tensor, y: torch.Tensor, loss_fn, batch_size: int) -> float:
+    """Mean loss over the validation slices, always in fp32 (it selects the model)."""
     model.eval()
     values = []
     with torch.inference_mode():
         for start in range(0, len(x), batch_size):
-            with autocast(x.device, amp):
-                pred = model(x[start : start + batch_size])
+            pred = model(x[start : start + batch_size])
             values.append(loss_fn(pred, y[start : start + batch_size]))
     return float(torch.stack(values).mean()) if values else float("nan")
 
@@ -56,9 +54,8 @@ def evaluate(
     metric_mode: str = "standard",
     batch_size: int = 8,
     gallery: list[int] | None = None,
-    amp: bool = False,
 ) -> tuple[TestResult, dict[int, np.ndarray]]:
-    """Per-slice TP/FP/FN/TN and mean Sens/Spec/Dice (percent) on a test split.
+    """Per-slice TP/FP/FN/TN and mean Sens/Spec/Dice (percent) on a test split, in fp32.
 
     Returns the result and the predicted binary masks of the ``gallery`` slices.
     Counts stay on the device until the last batch (one copy, no per-slice sync).
@@ -72,8 +69,7 @@ def evaluate(
     model.eval()
     with torch.inference_mode():
         for start in range(0, len(x), batch_size):
-            with autocast(device, amp):
-                prob = model(x[start : start + batch_size]).float()
+            prob = model(x[start : start + batch_size]).float()
             counts.append(metrics.confusion_counts(prob, y[start : start + batch_size]))
             for i in gallery:
                 if start <= i < start + prob.shape[0]:
@@ -98,9 +94,7 @@ def evaluate(
     return result, masks
 
 
-def finish_run(
-    spec, model, dataset, state, parameters_m, recorder, device, amp=False
-) -> RunOutcome:
+def finish_run(spec, model, dataset, state, parameters_m, recorder, device) -> RunOutcome:
     """Test the best model (already loaded into `model`), save it as safetensors +
     config.json under ``checkpoint_best/``, and hand the outcome to the recorder."""
     p = spec.protocol
@@ -112,7 +106,6 @@ def finish_run(
         metric_mode=p.metric_mode,
         batch_size=spec.eval_batch_size,
         gallery=gallery,
-        amp=amp,
     )
     best_dir = Path(spec.artifacts_dir) / CHECKPOINT_BEST
     model_cpu = copy.deepcopy(model).to("cpu", memory_format=torch.contiguous_format)

@@ -6,7 +6,8 @@ Two modes:
 - ``authors-2020``: what the authors' 2020 code computed. It swapped its FP and FN
   variables, so its "all metrics = 1 when TP+FP = 0" rule fires when the GROUND
   TRUTH is empty, its "sensitivity" is precision TP/(TP+FP) and its "specificity"
-  is the negative predictive value TN/(TN+FN); eps = 1e-5 in every denominator.
+  is the negative predictive value TN/(TN+FN); eps = 1e-6 in every denominator,
+  as in that code (db.protocol.METRIC_EPS).
   Only for comparing with the paper's Table 2.
 """
 
@@ -16,9 +17,7 @@ import numpy as np
 import torch
 
 from db.errors import check_choice
-from db.protocol import METRIC_MODES
-
-EPS = 1e-5
+from db.protocol import METRIC_EPS, METRIC_MODES
 
 
 def confusion_counts(pred: torch.Tensor, target: torch.Tensor, threshold: float = 0.5):
@@ -57,10 +56,11 @@ def slice_metrics(counts: np.ndarray, mode: str = "standard") -> dict[str, np.nd
             "specificity": _ratio(tn, tn + fp),
             "dice": _ratio(2 * tp, 2 * tp + fp + fn),
         }
+    eps = METRIC_EPS[mode]
     empty_truth = (tp + fn) == 0
-    sens = tp / (tp + fp + EPS)
-    spec = tn / (tn + fn + EPS)
-    dice = 2 * tp / (2 * tp + fp + fn + EPS)
+    sens = tp / (tp + fp + eps)
+    spec = tn / (tn + fn + eps)
+    dice = 2 * tp / (2 * tp + fp + fn + eps)
     return {
         "sensitivity": np.where(empty_truth, 1.0, sens),
         "specificity": np.where(empty_truth, 1.0, spec),

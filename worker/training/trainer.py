@@ -12,9 +12,11 @@ The best-so-far weights live in their own file, ``checkpoint_best_epoch{N}.pt``,
 written once when they change instead of inside every latest checkpoint. On CUDA
 the latest checkpoint is written at most once a minute (and always after the last
 epoch and when the run is stopped): a GPU epoch of a small model is shorter than
-writing its checkpoint. The speed switches of TrainSpec are off on CPU, so CPU
-numbers are those of a plain loop, and on for CUDA (reasoned defaults, not yet
-measured on a GPU: bench/README.md).
+writing its checkpoint. The speed switches of TrainSpec are off on CPU and on for
+CUDA (reasoned defaults, not yet measured on a GPU: bench/README.md); none of them
+changes the numbers beyond floating-point order. Precision is not a switch but the
+protocol's ``train_precision``: bf16 autocast of the training step only when it says
+so; the validation loss (model selection) and the test pass always run in fp32.
 RunTrainer holds one run's state between steps, so worker.training.stacked can train
 several runs in lockstep on one device.
 """
@@ -75,9 +77,8 @@ class TrainSpec:
     gallery_size: int = 4
     eval_batch_size: int = 8
     # Speed switches: None = the device's default (all off on CPU, where they
-    # would change the numbers or cost time; on for CUDA). None of them changes
-    # the protocol (batch size, augmentation, selection).
-    amp: bool | None = None  # bf16 autocast of the forward passes
+    # would cost time; on for CUDA). None of them changes the protocol (batch size,
+    # augmentation, selection, precision: Protocol.train_precision).
     channels_last: bool | None = None  # NHWC weights for tensor-core convolutions
     fused_adam: bool | None = None  # torch.optim.Adam(fused=True)
     cudnn_benchmark: bool | None = None  # let cuDNN time its algorithms once
@@ -99,7 +100,7 @@ class TrainSpec:
         if interval is None:
             interval = CUDA_CHECKPOINT_INTERVAL_S if cuda else 0.0
         return Performance(
-            amp=auto(self.amp),
+            amp=self.protocol.train_precision == "bf16",
             channels_last=auto(self.channels_last),
             fused_adam=auto(self.fused_adam),
             cudnn_benchmark=auto(self.cudnn_benchmark),
@@ -112,7 +113,7 @@ class TrainSpec:
 class Performance:
     """TrainSpec's speed switches as used on one device (kept in the run's config)."""
 
-    amp: bool
+    amp: bool  # bf16 autocast of the training step (Protocol.train_precision)
     channels_last: bool
     fused_adam: bool
     cudnn_benchmark: bool
@@ -142,7 +143,9 @@ class RunTrainer:
         p = self.protocol = spec.protocol
         device = self.device = resolve_device(spec.device)
         perf = self.performance = spec.performance(device)
-        self.dataset = load_dataset(spec.data_dir, spec.run.experiment, p.image_size)
+        self.dataset = load_dataset(
+            spec.data_dir, spec.run.experiment, p.image_size, test_resize=p.test_resize
+        )
         self.artifacts = Path(spec.artifacts_dir)
         self.artifacts.mkdir(parents=True, exist_ok=True)
         remove_temp_files(self.artifacts)
@@ -295,9 +298,7 @@ class RunTrainer:
             torch.cuda.current_stream(device).synchronize()
         t1 = time.perf_counter()
         train_seconds = busy + (t1 - t)
-        val_loss = validation_loss(
-            self.model, self.x_val, self.y_val, self.loss_fn, p.batch_size, amp=perf.amp
-        )
+        val_loss = validation_loss(self.model, self.x_val, self.y_val, self.loss_fn, p.batch_size)
         val_seconds = time.perf_counter() - t1
 
         state = self.state
@@ -374,7 +375,6 @@ class RunTrainer:
             self.parameters_m,
             self.recorder,
             self.device,
-            amp=self.performance.amp,
         )
         remove_training_state(self.artifacts)
         return outcome

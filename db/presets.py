@@ -1,0 +1,83 @@
+"""Named protocols: `--preset paper` and `--preset authors-2020` (docs/protocol.md).
+
+A preset is a set of Protocol fields; options given beside it override it
+(Protocol defaults < preset < explicit option). Plain data, no torch import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from db.errors import check_choice
+from db.protocol import Protocol, ProtocolError
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The paper's text (segbench's defaults).
+    "paper": {
+        "epochs": 200,
+        "image_size": 512,
+        "batch_size": 2,
+        "lr": 1e-3,
+        "loss": "soft-dice",
+        "metric_mode": "standard",
+        "augment": True,
+        "augment_mode": "paper",
+        "train_precision": "fp32",
+        "test_resize": "standard",
+    },
+    # Everything as the authors' 2020 code (the one that trained the paper's models).
+    "authors-2020": {
+        "epochs": 100,
+        "image_size": 512,
+        "batch_size": 2,
+        "lr": 1e-3,
+        "loss": "authors-2020-dice",
+        "metric_mode": "authors-2020",
+        "augment": True,
+        "augment_mode": "authors-code",
+        "train_precision": "fp32",
+        "test_resize": "pil-antialias",
+    },
+}
+PRESET_NAMES = tuple(PRESETS)
+
+
+def resolve(preset: str | None = None, **options: Any) -> Protocol:
+    """The protocol of `preset` (None: Protocol's defaults, the paper's text) with every
+    option that is not None put over it."""
+    fields: dict[str, Any] = {}
+    if preset is not None:
+        fields.update(PRESETS[check_choice("preset", preset, PRESETS, ProtocolError)])
+    fields.update({k: v for k, v in options.items() if v is not None})
+    unknown = sorted(set(fields) - set(Protocol.__dataclass_fields__))
+    if unknown:
+        raise ProtocolError(f"Unknown protocol setting(s): {', '.join(unknown)}.")
+    return Protocol(**fields)
+
+
+def check_seeds(seeds: Iterable[int] | None) -> list[int]:
+    """The seeds of a submit, without repeats, in the order given ([0] when none)."""
+    chosen = list(dict.fromkeys(int(s) for s in (seeds or [0])))
+    for s in chosen:
+        Protocol(seed=s)  # the one range check
+    return chosen
+
+
+def matching_presets(protocol: Protocol | Mapping[str, Any]) -> list[str]:
+    """The presets whose every field `protocol` has (for labels)."""
+    d = protocol.to_dict() if isinstance(protocol, Protocol) else dict(protocol)
+    return [n for n, p in PRESETS.items() if all(d.get(k) == v for k, v in p.items())]
+
+
+def protocol_line(protocol: Protocol | Mapping[str, Any]) -> str:
+    """One line naming a protocol's settings (and the presets it matches)."""
+    d = protocol.to_dict() if isinstance(protocol, Protocol) else dict(protocol)
+    p = Protocol.from_dict(d)
+    named = matching_presets(p)
+    return (
+        (f"preset {', '.join(named)}; " if named else "")
+        + f"{p.epochs} epochs, {p.image_size} px, batch {p.batch_size}, loss {p.loss}, "
+        f"{p.train_precision} training, augment {p.augment_mode if p.augment else 'off'}, "
+        f"metrics {p.metric_mode}, test resize {p.test_resize}"
+    )
