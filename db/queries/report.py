@@ -20,6 +20,7 @@ def sweep_row(session: Session, *, sweep: str) -> dict[str, Any]:
         Sweep.name,
         Sweep.protocol,
         Sweep.protocol_hash,
+        Sweep.data_dir,
         Sweep.dataset_name,
         Sweep.dataset_kind,
         Sweep.manifest_hash,

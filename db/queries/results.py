@@ -39,6 +39,7 @@ LEADERBOARD_COLUMNS = {
     "encoder": Run.encoder,
     "family": Run.family,
     "init": Run.init,
+    "seed": Run.seed,
     "status": Run.status,
     "dataset_name": Run.dataset_name,
     "synthetic": Run.synthetic,

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from db import jobs, queries
-from db.errors import DatabaseError
+from db.errors import DatabaseError, InvalidInput
 from db.grid import RunSpec
 from db.protocol import Protocol
 from db.session import session_scope
@@ -198,3 +198,45 @@ def retry(
         ids = jobs.retry(session, run_ids=run_ids, sweep=sweep)
     publish_queued(ids)
     return ids
+
+
+def add_seeds(
+    db_url: str, run_ids: Sequence[int], seeds: Sequence[int], *, broker_url: str | None = None
+) -> dict:
+    """Queue the grid cells of `run_ids` again with each of `seeds`, under the same
+    protocol and dataset otherwise, and publish them (the dashboard's "more seeds").
+
+    The seed is part of a sweep's protocol hash, so the runs of seed s go to the
+    sibling sweep `<sweep>-seed<s>` (created on first use, idempotent); the
+    leaderboard pools runs that differ only by seed. Returns {"runs": new or existing
+    run ids, "sweeps": the sweeps they are in}.
+    """
+    if not run_ids or not seeds:
+        raise InvalidInput("Choose at least one run and one seed to add.")
+    for s in seeds:
+        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+            raise InvalidInput(f"A seed is a whole number from 0, got {s!r}.")
+    groups: dict[str, list[RunSpec]] = {}
+    about: dict[str, dict] = {}
+    with session_scope(db_url) as session:
+        for rid in run_ids:
+            run = queries.run_detail(session, run_id=int(rid))
+            spec = RunSpec(run["experiment"], run["architecture"], run["encoder"], run["init"])
+            groups.setdefault(run["sweep"], []).append(spec)
+            if run["sweep"] not in about:
+                about[run["sweep"]] = queries.sweep_row(session, sweep=run["sweep"])
+    connect_broker(db_url, broker_url)
+    ids: list[int] = []
+    sweeps: list[str] = []
+    for sweep, specs in groups.items():
+        row = about[sweep]
+        base = Protocol.from_dict(row["protocol"])
+        for seed in sorted(set(seeds)):
+            protocol = replace(base, seed=seed)
+            target = sweep if seed == base.seed else f"{sweep}-seed{seed}"
+            done = submit_runs(
+                specs, protocol, data=Path(row["data_dir"]), sweep=target, db_url=db_url
+            )
+            ids += done["runs"]
+            sweeps.append(target)
+    return {"runs": ids, "sweeps": sweeps}
