@@ -62,3 +62,13 @@ def test_more_seeds_refuses_bad_seeds_and_a_missing_dataset_in_one_sentence(popu
         names = [s["name"] for s in sweeps(session)]
     assert f"{SWEEP}-seed1" not in names
     assert at.error and len(at.error[0].value.splitlines()) == 1
+
+
+def test_leaderboard_pools_seeds_and_states_the_std_conventions(populated):
+    at = open_page("views/leaderboard.py")
+    no_exception(at)
+    shown = texts(at)
+    assert "differ only by seed" in shown and "ddof=1" in shown
+    pooled = next(d.value for d in at.dataframe if "Dice (%) mean ± std" in d.value.columns)
+    assert set(pooled["n"]) == {1}  # one seed per cell in the fixture
+    assert "std rows: over the encoders of an architecture, ddof=1" in shown

@@ -132,3 +132,24 @@ def test_report_bad_input_is_one_sentence(trained):
         assert result.exit_code == 1, result.output
         assert words in result.output
         assert len(result.output.strip().splitlines()) == 1
+
+
+def test_add_seeds_queues_the_same_cells_with_other_seeds(trained):
+    from db.queries import queue_counts, report_runs
+    from db.session import session_scope
+    from worker.queue import broker, service
+
+    best = trained["ids"][:2]
+    done = service.add_seeds(trained["url"], best, [1, 2])
+    assert sorted(set(done["sweeps"])) == [f"{SWEEP}-seed1", f"{SWEEP}-seed2"]
+    assert len(done["runs"]) == 4
+    again = service.add_seeds(trained["url"], best, [1])  # idempotent
+    assert set(again["runs"]) <= set(done["runs"])
+    with session_scope(trained["url"]) as session:
+        assert queue_counts(session, sweep=f"{SWEEP}-seed2")["queued"] == 2
+        # the original sweep is untouched
+        assert len(report_runs(session, sweep=SWEEP)) == len(SPECS)
+    broker.configure(trained["url"])
+    assert broker.queue_depth() == 4
+    with pytest.raises(ValueError, match="whole number"):
+        service.add_seeds(trained["url"], best, [-1])
