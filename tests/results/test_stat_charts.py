@@ -55,9 +55,12 @@ def test_cd_chart_draws_the_cd_bar_and_one_line_per_clique():
 def test_paper_chart_has_the_papers_twelve_means():
     means = paper.architecture_means()
     assert len(means) == 12
-    assert means.set_index(["experiment", "architecture"]).loc[
-        ("lung-segmentation", "linknet"), "dice"
-    ] == 93.96
+    assert (
+        means.set_index(["experiment", "architecture"]).loc[
+            ("lung-segmentation", "linknet"), "dice"
+        ]
+        == 93.96
+    )
     frame = pd.concat([means.assign(source="paper"), means.assign(source="this database")])
     s = spec(stat_charts.paper_chart(frame))
     assert s["facet"]["column"]["field"] == "experiment"

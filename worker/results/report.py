@@ -23,7 +23,7 @@ from db.errors import InvalidInput, check_choice
 from db.grid import ARCHITECTURES, ENCODERS, EXPERIMENTS
 from db.protocol import METRIC_MODES
 from worker.results import bootstrap, ranking, stats
-from worker.results.frames import ExportError, run_counts
+from worker.results.frames import ExportError
 
 DEFAULT_TOP = 10
 PAIRWISE_RULE = (
@@ -39,15 +39,43 @@ def _grid_order(values, order) -> list[str]:
     return sorted(set(values), key=lambda v: (order.index(v) if v in order else len(order), v))
 
 
-def _shared_slices(frames: dict[int, pd.DataFrame], ids: list[int]) -> list[tuple[int, int]]:
-    keys = None
-    for rid in ids:
-        k = set(zip(frames[rid]["volume"], frames[rid]["slice"], strict=True))
-        keys = k if keys is None else keys & k
-    return sorted(keys or ())
+class RunSlices:
+    """One run's stored per-slice counts as arrays, sorted by (volume, slice)."""
+
+    def __init__(self, rows: np.ndarray) -> None:
+        rows = rows[np.lexsort((rows[:, 1], rows[:, 0]))]
+        self.volume, self.slice, self.counts = rows[:, 0], rows[:, 1], rows[:, 2:6]
+        self.keys = self.volume * 65536 + self.slice
+
+    def on(self, keys: np.ndarray) -> np.ndarray:
+        """The (N, 4) counts on the shared slices `keys` (sorted), in their order."""
+        if len(keys) == len(self.keys):  # exactly the shared slices: no lookup needed
+            return self.counts
+        return self.counts[np.searchsorted(self.keys, keys)]
 
 
-def _volumes(run_id: int, stored: dict[int, list[dict]], counts: pd.DataFrame | None):
+def _slice_counts(session: Session, ids: list[int]) -> dict[int, RunSlices]:
+    rows = queries.slice_results(session, run_ids=ids)
+    if not rows:
+        return {}
+    # rows of db.queries.slice_results: run_id, idx, volume, slice, tp, fp, fn, tn
+    a = np.array([tuple(row.values()) for row in rows], dtype=np.int64)[:, [0, 2, 3, 4, 5, 6, 7]]
+    a = a[np.argsort(a[:, 0], kind="stable")]
+    runs, starts = np.unique(a[:, 0], return_index=True)
+    return {
+        int(rid): RunSlices(part[:, 1:])
+        for rid, part in zip(runs, np.split(a, starts[1:]), strict=True)
+    }
+
+
+def _shared_slices(frames: dict[int, RunSlices], ids: list[int]) -> np.ndarray:
+    keys = frames[ids[0]].keys
+    for rid in ids[1:]:
+        keys = np.intersect1d(keys, frames[rid].keys)
+    return keys
+
+
+def _volumes(run_id: int, stored: dict[int, list[dict]], counts: RunSlices | None):
     """A run's per-volume metrics: the stored ones, else the 3-D Dice of its counts."""
     if stored.get(run_id):
         rows = [
@@ -55,16 +83,16 @@ def _volumes(run_id: int, stored: dict[int, list[dict]], counts: pd.DataFrame | 
             for v in stored[run_id]
         ]
         return rows, "volume_results"
-    if counts is None or counts.empty:
+    if counts is None:
         return [], None
-    dice = stats.volume_dice(counts[COUNT_COLUMNS].to_numpy(), counts["volume"].to_numpy())
+    dice = stats.volume_dice(counts.counts, counts.volume)
     rows = [{"volume": k, "dice": 100 * v, "nsd": None, "hd95": None} for k, v in dice.items()]
     return rows, "slice_counts"
 
 
 def _experiment_block(
     runs: list[dict],
-    frames: dict[int, pd.DataFrame],
+    frames: dict[int, RunSlices],
     *,
     mode: str,
     top: int,
@@ -73,18 +101,18 @@ def _experiment_block(
     confidence: float,
 ) -> dict[str, Any]:
     """Intervals, ranking and pairs of the runs of one experiment."""
-    ids = [r["id"] for r in runs if r["id"] in frames and not frames[r["id"]].empty]
-    keys = _shared_slices(frames, ids) if ids else []
-    if not keys:
+    ids = [r["id"] for r in runs if r["id"] in frames]
+    keys = _shared_slices(frames, ids) if ids else np.array([], dtype=np.int64)
+    if not len(keys):
         return {"ci": {}, "ranking": [], "pairs": [], "resampled": None, "slices": 0, "tau": None}
     per_slice, both = [], {m: [] for m in METRIC_MODES}
     for rid in ids:
-        c = frames[rid].set_index(["volume", "slice"]).loc[keys, COUNT_COLUMNS].to_numpy()
+        c = frames[rid].on(keys)
         for m in METRIC_MODES:
             both[m].append(100 * stats.slice_dice(c, m).mean())
         per_slice.append(100 * stats.slice_dice(c, mode))
     x = np.vstack(per_slice)
-    volumes = np.array([k[0] for k in keys])
+    volumes = keys // 65536
     r = bootstrap.resample_weights(volumes, n_resamples=n_resamples, seed=seed)
     means = r.means(x)
     low, high = bootstrap.percentile_interval(means, confidence)
@@ -182,7 +210,7 @@ def build_report(
     if not runs:
         raise ExportError(f"Sweep '{sweep}' has no succeeded run yet; there is nothing to report.")
     ids = [r["id"] for r in runs]
-    frames = run_counts(session, ids)
+    frames = _slice_counts(session, ids)
     stored: dict[int, list[dict]] = {}
     for row in queries.volume_rows(session, run_ids=ids):
         stored.setdefault(row["run_id"], []).append(row)
@@ -201,9 +229,8 @@ def build_report(
     out_runs = []
     for r in runs:
         c = frames.get(r["id"])
-        has_counts = c is not None and not c.empty
-        if has_counts:
-            dice = 100 * float(stats.slice_dice(c[COUNT_COLUMNS].to_numpy(), mode).mean())
+        if c is not None:
+            dice = 100 * float(stats.slice_dice(c.counts, mode).mean())
         else:
             dice = r["dice"] if r["metric_mode"] == mode else None
         vols, source = _volumes(r["id"], stored, c)
