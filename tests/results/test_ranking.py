@@ -154,3 +154,23 @@ def test_holm_matches_statsmodels_multipletests():
 
     p = np.random.default_rng(8).uniform(0, 0.2, 30)
     np.testing.assert_allclose(holm(p), multipletests(p, method="holm")[1])
+
+
+def test_compare_counts_uses_the_hierarchical_bootstrap():
+    from worker.results.stats import compare_counts
+
+    rng = np.random.default_rng(9)
+    n = 60
+    tp = rng.integers(1, 50, n)
+    a = np.stack([tp, rng.integers(0, 10, n), rng.integers(0, 10, n), 1000 - tp], 1)
+    b = a.copy()
+    b[:, 1] += 5
+    volumes = np.repeat([0, 1, 2], 20)
+    out = compare_counts(a, b, volumes, n_resamples=300)
+    assert out["resampled"] == "volumes+slices"
+    assert out["a"]["dice"]["resampled"] == "volumes+slices"
+    da = 100 * (2 * a[:, 0] / (2 * a[:, 0] + a[:, 1] + a[:, 2]))
+    db = 100 * (2 * b[:, 0] / (2 * b[:, 0] + b[:, 1] + b[:, 2]))
+    ref = bootstrap.paired_difference(da, db, volumes, n_resamples=300)
+    assert out["difference"]["low"] == pytest.approx(ref["low"])
+    assert out["wilcoxon"]["assumes"] == "independent slices"

@@ -121,8 +121,16 @@ def test_report_markdown_and_latex(trained, tmp_path):
     assert r"\begin{tabular}" in out.read_text()
 
 
-def test_report_bad_input_is_one_sentence(trained):
+def test_report_bad_input_is_one_sentence(trained, synthetic_data):
+    from db import jobs
+    from db.session import session_scope
+    from worker.data import dataset_info
+
+    with session_scope(trained["url"]) as session:
+        jobs.submit(session, specs=SPECS[:1], protocol=PROTOCOL, sweep="queued-only",
+                    data_dir=str(synthetic_data), dataset=dataset_info(synthetic_data))  # fmt: skip
     for args, words in (
+        (["--sweep", "queued-only"], "has no succeeded run yet"),
         (["--sweep", "nope"], "No sweep named 'nope'"),
         (["--sweep", SWEEP, "--format", "yaml"], "Unknown format"),
         (["--sweep", SWEEP, "--top", "1"], "--top must be at least 2"),
