@@ -25,6 +25,7 @@ PAGES = [
     st.Page("views/launch.py", title="Launch", icon=":material/rocket_launch:"),
     st.Page("views/leaderboard.py", title="Leaderboard", icon=":material/leaderboard:"),
     st.Page("views/analysis.py", title="Analysis", icon=":material/insights:"),
+    st.Page("views/statistics.py", title="Statistics", icon=":material/query_stats:"),
     st.Page("views/gallery.py", title="Gallery", icon=":material/image:"),
 ]
 

@@ -28,6 +28,9 @@ from worker.data.dataset import dataset_info as read_dataset_info
 from worker.data.dataset import load_dataset
 from worker.data.errors import DataError
 from worker.queue import doctor, service
+from worker.results.frames import results_frame
+from worker.results.ranking import rank_frequencies
+from worker.results.report import build_report
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +199,46 @@ def weights_for(specs: tuple[RunSpec, ...]) -> dict[str, Any]:
         return {**found, "refused": str(error)}
 
 
+REPORT_TTL_S = 60  # a sweep's statistics: bootstrap resamples cost seconds, not ms
+
+
+@st.cache_data(ttl=REPORT_TTL_S, show_spinner="Bootstrapping the test set…", max_entries=8)
+def report(
+    url: str, sweep: str, metric_mode: str | None = None, top: int = 10, resamples: int = 1000
+) -> dict[str, Any]:
+    """`segbench report` of one sweep, plus "rank_shares": how often each run took
+    each rank over the resamples (rows run id, rank, share) for the blob plot."""
+    with session_scope(url) as session:
+        out = build_report(
+            session, sweep, metric_mode=metric_mode, top=top, n_resamples=resamples,
+            with_replicates=True,
+        )  # fmt: skip
+    replicates = out.pop("rank_replicates")
+    ids = list(replicates)
+    shares = []
+    if ids:
+        stacked = np.stack([replicates[i] for i in ids], axis=1)
+        for row in rank_frequencies(stacked):
+            shares.append({**row, "run": ids[row["run"]]})
+    out["rank_shares"] = shares
+    return out
+
+
+@st.cache_data(ttl=REPORT_TTL_S, show_spinner=False)
+def both_modes(url: str, sweep: str) -> pd.DataFrame:
+    """Each succeeded run of `sweep` with Dice, sensitivity and specificity in both
+    metric modes, recomputed from its stored per-slice counts."""
+    frames = []
+    with session_scope(url) as session:
+        for mode in ("standard", "authors-2020"):
+            df = results_frame(session, metric_mode=mode, sweep=sweep)
+            keep = df[["id", "experiment", "architecture", "encoder", "init", "dice",
+                       "sensitivity", "specificity"]]  # fmt: skip
+            frames.append(keep)
+    keys = ["id", "experiment", "architecture", "encoder", "init"]
+    return frames[0].merge(frames[1], on=keys, suffixes=(" standard", " authors-2020"))
+
+
 # -------------------------------------------------------------------- dataset folder
 
 
@@ -275,6 +318,14 @@ def cancel(
     """`segbench cancel`: queued runs at once, running ones after their epoch."""
     try:
         return service.cancel(url, run_ids=run_ids, sweep=sweep)
+    finally:
+        clear_cache()
+
+
+def add_seeds(url: str, *, run_ids: Sequence[int], seeds: Sequence[int]) -> dict[str, Any]:
+    """The grid cells of `run_ids` queued again with each of `seeds` (service.add_seeds)."""
+    try:
+        return service.add_seeds(url, list(run_ids), list(seeds))
     finally:
         clear_cache()
 

@@ -1,5 +1,6 @@
 """Leaderboard: the paper's Table 2, live. Sensitivity, specificity and Dice per model,
-with parameters and seconds per epoch; filters, sorting, best per column, CSV."""
+with parameters and seconds per epoch; filters, sorting, best per column, CSV; runs
+that differ only by seed pooled (mean ± std, n)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import streamlit as st
 from dashboard import common, data
 from db.grid import ARCHITECTURES, ENCODERS, EXPERIMENTS, FAMILIES, INITS
 from db.models import RUN_STATUSES
-from worker.results.tables import best_mask, table2
+from worker.results.seeds import STD_DDOF, over_seeds
+from worker.results.tables import DEFAULT_DDOF, best_mask, std_note, table2
 
 COLUMNS = {
     "id": "run",
@@ -89,7 +91,7 @@ def styled(frame: pd.DataFrame):
     )
 
 
-runs_tab, paper_tab = st.tabs(["One row per run", "Table 2 layout"])
+runs_tab, seeds_tab, paper_tab = st.tabs(["One row per run", "Over seeds", "Table 2 layout"])
 with runs_tab:
     shown = board[list(COLUMNS)].rename(columns=COLUMNS)
     shown["best epoch"] = shown["best epoch"].astype("Int64")
@@ -108,14 +110,65 @@ with runs_tab:
         icon=":material/download:",
         key="lb_csv",
     )
+with seeds_tab:
+    pooled = over_seeds(board, sweeps)
+    if pooled.empty:
+        st.info("No finished run among the filtered runs.")
+    else:
+        shown = pooled.assign(
+            dice=[
+                f"{m:.2f} ± {s:.2f}" if pd.notna(s) else f"{m:.2f}"
+                for m, s in zip(pooled["dice_mean"], pooled["dice_std"], strict=True)
+            ]
+        )
+        st.dataframe(
+            shown[
+                [
+                    "experiment",
+                    "architecture",
+                    "encoder",
+                    "init",
+                    "dice",
+                    "n",
+                    "seeds",
+                    "sweeps",
+                    "runs",
+                    "sensitivity_mean",
+                    "specificity_mean",
+                ]
+            ].rename(
+                columns={
+                    "dice": "Dice (%) mean ± std",
+                    "sensitivity_mean": "Sens (%)",
+                    "specificity_mean": "Spec (%)",
+                }
+            ),  # fmt: skip
+            hide_index=True,
+            width="stretch",
+            key="lb_seeds",
+        )
+        st.caption(
+            "Runs of one grid cell that differ only by seed (same protocol otherwise, same "
+            f"dataset), pooled: n runs, mean ± std over seeds (ddof={STD_DDOF}; no std for "
+            "one seed). Queue more seeds for the best runs on the Statistics page."
+        )
 with paper_tab:
     finished = board[board["dice"].notna()]
+    protocols = sweeps.set_index("name")["protocol_hash"]
+    kinds = finished["sweep"].map(protocols).nunique() if not finished.empty else 0
     if finished.empty:
         st.info("No finished run among the filtered runs.")
+    elif kinds > 1:
+        st.info(
+            "The filtered runs come from sweeps with different protocols; one table must not "
+            "average them. Choose one sweep in the filters."
+        )
     else:
         # the same table as `segbench export table`: rows architecture x encoder with
         # per-architecture mean and std, columns init x experiment x metric
-        wide = table2(finished)
+        modes = finished["metric_mode"].dropna().unique()
+        ddof = DEFAULT_DDOF.get(modes[0], 1) if len(modes) == 1 else 1
+        wide = table2(finished, ddof=ddof)
         best = best_mask(wide)
         st.dataframe(
             wide.style.format("{:.2f}", na_rep="–").apply(
@@ -123,4 +176,7 @@ with paper_tab:
             ),
             width="stretch",
         )
-        st.caption("Bold: the best model of each metric column (mean over seeds where several).")
+        st.caption(
+            "Bold: the best model of each metric column (mean over seeds where several). "
+            + std_note(ddof)
+        )

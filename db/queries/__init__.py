@@ -3,10 +3,12 @@
 Aggregations run in SQL; results are plain lists of dicts (pandas.DataFrame(rows)
 turns one into a frame). Filters take one value or a list of values.
 db.queries.runs reads runs and the queue, db.queries.results reads results,
-db.queries.workers the live workers and a sweep's ETA; all are offered here under
+db.queries.workers the live workers and a sweep's ETA, db.queries.report what
+`segbench report` reads; all are offered here under
 one name.
 """
 
+from db.queries.report import report_runs, sweep_row, volume_rows
 from db.queries.results import (
     EPOCH_COLUMNS,
     GROUPS,
@@ -59,6 +61,7 @@ __all__ = [
     "loss_bands",
     "queue_counts",
     "queued_run_ids",
+    "report_runs",
     "run_artifacts",
     "run_cells",
     "run_detail",
@@ -70,5 +73,7 @@ __all__ = [
     "stored_gallery_masks",
     "succeeded_runs",
     "sweep_eta",
+    "sweep_row",
     "sweeps",
+    "volume_rows",
 ]

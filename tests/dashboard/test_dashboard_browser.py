@@ -33,12 +33,18 @@ CHROMIUM_ARGS = [
 ]
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "test-output" / "dashboard"
-PAGES = ("live", "launch", "leaderboard", "analysis", "gallery")
+PAGES = ("live", "launch", "leaderboard", "analysis", "statistics", "gallery")
 ANALYSIS_TABS = {
     "Dice vs parameters (Fig. 4)": "analysis-parameters",
     "Loss curves (Fig. 5)": "analysis-losses",
     "Encoders": "analysis-encoders",
     "Intensities (Fig. 2)": "analysis-intensities",
+}
+STATISTICS_TABS = {
+    "Ranking": "statistics-ranking",
+    "Significance": "statistics-significance",
+    "Critical difference": "statistics-cd",
+    "Paper": "statistics-paper",
 }
 
 pytestmark = pytest.mark.skipif(
@@ -173,7 +179,7 @@ def test_enqueue_from_launch_and_watch_on_live(served, browser):
     page.get_by_text("CUDA out of memory").first.wait_for(state="attached")
     page.screenshot(path=str(SCREENSHOTS / "live.png"), full_page=True)
 
-    for name in ("leaderboard", "analysis", "gallery"):
+    for name in ("leaderboard", "analysis", "statistics", "gallery"):
         page.goto(f"{base}/{name}")
         settle(page)
         page.get_by_text("SYNTHETIC DATA").first.wait_for()
@@ -191,8 +197,16 @@ def test_enqueue_from_launch_and_watch_on_live(served, browser):
         page.wait_for_timeout(700)
         assert page.locator('[data-testid="stException"]').count() == 0
         page.screenshot(path=str(SCREENSHOTS / f"{shot}.png"), full_page=True)
+    page.goto(f"{base}/statistics")
+    settle(page)
+    page.get_by_text("volumes+slices").first.wait_for()
+    for tab, shot in STATISTICS_TABS.items():
+        page.get_by_role("tab", name=tab).click()
+        page.wait_for_timeout(700)
+        assert page.locator('[data-testid="stException"]').count() == 0
+        page.screenshot(path=str(SCREENSHOTS / f"{shot}.png"), full_page=True)
     page.close()
-    for name in [*PAGES, *ANALYSIS_TABS.values()]:
+    for name in [*PAGES, *ANALYSIS_TABS.values(), *STATISTICS_TABS.values()]:
         assert (SCREENSHOTS / f"{name}.png").stat().st_size > 10_000
 
 

@@ -18,9 +18,16 @@ PAGES = [
     "views/launch.py",
     "views/leaderboard.py",
     "views/analysis.py",
+    "views/statistics.py",
     "views/gallery.py",
 ]
-READ_PAGES = ["views/live.py", "views/leaderboard.py", "views/analysis.py", "views/gallery.py"]
+READ_PAGES = [
+    "views/live.py",
+    "views/leaderboard.py",
+    "views/analysis.py",
+    "views/statistics.py",
+    "views/gallery.py",
+]
 BADGE = "SYNTHETIC DATA"
 
 

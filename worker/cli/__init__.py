@@ -18,6 +18,7 @@ from worker.cli import (  # noqa: F401 - each module registers its commands on `
     grid,
     inference,
     queue,
+    report,
     results,
     train,
     up,

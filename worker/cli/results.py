@@ -86,16 +86,31 @@ def export_table(
     metric_mode: Annotated[
         str, typer.Option(help="standard or authors-2020 (recomputed from slice counts).")
     ] = "standard",
+    ddof: Annotated[
+        int | None,
+        typer.Option(help="Std rows: 0 (the paper's) or 1 (default: 0 in authors-2020, else 1)."),
+    ] = None,
     output: Annotated[Path | None, typer.Option(help="Write here instead of stdout.")] = None,
     db: DbOpt = None,
 ) -> None:
-    """The paper's Table 2 from the database: best per column in bold."""
+    """The paper's Table 2 from the database: best per column in bold.
+
+    One table holds runs of one protocol on one dataset: a selection that spans sweeps
+    with different protocols or data is refused (choose one with --sweep)."""
     from worker.results.frames import ExportError, results_frame
-    from worker.results.tables import FORMATS, render, table2
+    from worker.results.tables import (
+        DEFAULT_DDOF,
+        FORMATS,
+        check_one_protocol,
+        render,
+        std_note,
+        table2,
+    )
 
     check_format(format, FORMATS)
     with user_errors():
         check_choice("metric mode", metric_mode, METRIC_MODES)
+        ddof = DEFAULT_DDOF[metric_mode] if ddof is None else ddof
         with session_scope(existing_database_url(db)) as session:
             df = results_frame(
                 session,
@@ -107,17 +122,21 @@ def export_table(
                 family=family,
                 init=init,
             )
+            sweeps = {n: queries.sweep_row(session, sweep=n) for n in set(df["sweep"])}
         if df.empty:
             raise ExportError("No succeeded run matches the selection; the table would be empty.")
-        text = render(table2(df), format)
+        check_one_protocol(df, sweeps)
+        text = render(table2(df, ddof=ddof), format)
     notes = [
         f"protocol {h}: {protocol_line(p)}"
         for h, p in dict(zip(df["protocol_hash"], df["protocol"], strict=True)).items()
     ]
+    notes.append(f"{metric_mode} metrics; {std_note(ddof)}")
     if df["synthetic"].any():
         notes.insert(0, "SYNTHETIC data: these numbers are not results on real CT")
-    for note in reversed(notes):
-        text = {"csv": f"# {note}\n", "latex": f"% {note}\n"}.get(format, f"> {note}\n\n") + text
+    prefix = {"csv": "# ", "latex": "% "}.get(format, "> ")
+    head = "".join(f"{prefix}{n}\n" for n in notes)
+    text = head + ("\n" if format == "markdown" else "") + text
     if output is None:
         sys.stdout.write(text)
     else:

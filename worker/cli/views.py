@@ -20,7 +20,10 @@ def show_pair(result: dict) -> None:
     console = Console()
     if a["synthetic"] or b["synthetic"]:
         console.print("[bold red]SYNTHETIC data: not a result on real CT[/]")
-    table = Table(title=f"{result['slices']} shared test slices, {result['mode']} mode (%)")
+    table = Table(
+        title=f"{result['slices']} shared test slices, {result['mode']} mode (%); 95% CIs "
+        f"resampling {result['resampled']}"
+    )
     table.add_column("")
     for r in (a, b):
         table.add_column(f"run {r['id']}\n{r['name']}\n({r['sweep']})", justify="right")
@@ -48,8 +51,9 @@ def show_pair(result: dict) -> None:
     console.print(table)
     w = result["wilcoxon"]
     console.print(
-        f"Dice difference A - B: {_ci(result['difference'])} points; paired Wilcoxon "
-        f"signed-rank p = {_p(w['p_value'])} (n = {w['n']} non-zero differences)"
+        f"Dice difference A - B: {_ci(result['difference'])} points (paired bootstrap p = "
+        f"{_p(result['difference']['p_bootstrap'])}); paired Wilcoxon signed-rank p = "
+        f"{_p(w['p_value'])} (n = {w['n']} non-zero differences; assumes independent slices)"
     )
 
 
@@ -57,13 +61,19 @@ def show_sweep(result: dict) -> None:
     """Every pair of a sweep's runs, Holm-corrected."""
     console = Console()
     names = {m["id"]: m["name"] for m in result["models"]}
-    models = Table(title=f"{result['experiment']} in sweep {result['sweep']}: mean Dice (%)")
+    models = Table(
+        title=f"{result['experiment']} in sweep {result['sweep']}: mean Dice (%), 95% CI "
+        f"resampling {result['resampled']}"
+    )
     for col in ("run", "model", "mean Dice [95% CI]"):
         models.add_column(col)
     for m in result["models"]:
         models.add_row(str(m["id"]), m["name"], _ci(m["dice"]))
     console.print(models)
-    pairs = Table(title=f"paired Wilcoxon, Holm-corrected at alpha = {result['alpha']}")
+    pairs = Table(
+        title=f"paired Wilcoxon (assumes independent slices), Holm-corrected at alpha = "
+        f"{result['alpha']}"
+    )
     for col in ("A", "B", "Dice A - B", "p", "p (Holm)", "significant"):
         pairs.add_column(col)
     for p in result["pairs"]:

@@ -180,12 +180,19 @@ def add_seeds(
     sweeps and protocols; cells that already have a run with that seed are left alone.
 
     Returns {"runs": ids of the runs of those cells and seeds (new or not),
-    "created": ids this call inserted, "published": ids sent to the broker}."""
+    "created": ids this call inserted, "published": ids sent to the broker,
+    "sweeps": the sweeps they are in}."""
     if not run_ids or not seeds:
         raise InvalidInput("Name the runs and at least one seed to add.")
+    for s in seeds:
+        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+            raise InvalidInput(f"A seed is a whole number from 0, got {s!r}.")
     connect_broker(db_url, broker_url)
     with session_scope(db_url) as session:
         groups = queries.run_cells(session, list(run_ids))
+    for group in groups:  # the dataset is checked as submit checks it, before any row
+        check_dataset_for(Path(group["data_dir"]), {s.experiment for s in group["specs"]})
+    with session_scope(db_url) as session:
         ids: list[int] = []
         created: set[int] = set()
         for group in groups:
@@ -194,7 +201,8 @@ def add_seeds(
             created |= submitted.created
         queued = queries.queued_run_ids(session, sorted(created))
     publish_queued(queued)
-    return {"runs": ids, "created": sorted(created), "published": queued}
+    sweeps = sorted({g["sweep"] for g in groups})
+    return {"runs": ids, "created": sorted(created), "published": queued, "sweeps": sweeps}
 
 
 def check_dataset_for(data: Path, experiments: set[str]) -> None:

@@ -6,7 +6,7 @@ from sqlalchemy.orm import Session
 
 from db import queries
 from db.grid import run_name
-from worker.results import stats
+from worker.results import bootstrap, stats
 from worker.results.frames import ExportError, run_counts
 
 
@@ -79,11 +79,12 @@ def compare_sweep(
         raise ExportError(f"The {experiment} runs of sweep '{sweep}' share no test slice.")
     dice = {}
     models = []
+    volumes = [k[0] for k in sorted(keys)]
     for r in runs:
         c = counts[r["id"]].set_index(["volume", "slice"]).loc[sorted(keys)]
         d = 100 * stats.slice_dice(c[["tp", "fp", "fn", "tn"]].to_numpy(), mode)
         dice[r["id"]] = d
-        ci = stats.mean_ci(d, n_resamples=n_resamples, seed=seed)
+        ci = bootstrap.hierarchical_ci(d, volumes, n_resamples=n_resamples, seed=seed)
         models.append({"id": r["id"], "name": run_name(r), "dice": ci})
     models.sort(key=lambda m: -m["dice"]["mean"])
     pairs = []
@@ -101,6 +102,8 @@ def compare_sweep(
         "experiment": experiment,
         "mode": mode,
         "slices": len(keys),
+        "resampled": models[0]["dice"]["resampled"],
+        "wilcoxon_assumes": "independent slices",
         "alpha": alpha,
         "models": models,
         "pairs": pairs,

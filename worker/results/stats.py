@@ -15,6 +15,7 @@ from scipy import stats as sps
 
 from db.errors import InvalidInput
 from db.protocol import METRIC_MODES
+from worker.results import bootstrap
 from worker.training.metrics import slice_metrics, summarize
 
 BOOTSTRAP_RESAMPLES = 2000
@@ -188,27 +189,38 @@ def compare_counts(
 ) -> dict:
     """Everything `segbench compare` reports for two models on the same test slices.
 
-    Row i of both count arrays must be the same test slice. Dice in percent.
+    Row i of both count arrays must be the same test slice, of test volume
+    volumes[i]. Dice in percent; intervals from the hierarchical bootstrap (test
+    volumes, then slices within them; ``resampled`` says which), the difference's
+    from one resample applied to both runs.
     """
     a, b = _counts(counts_a), _counts(counts_b)
     if a.shape != b.shape:
         raise InvalidInput(f"the two runs have {len(a)} and {len(b)} slices; expected the same.")
     da, db = 100 * slice_dice(a, mode), 100 * slice_dice(b, mode)
+    draws = {"n_resamples": n_resamples, "seed": seed}
 
     def one(c: np.ndarray, d: np.ndarray) -> dict:
         return {
-            "dice": mean_ci(d, n_resamples=n_resamples, seed=seed),
+            "dice": bootstrap.hierarchical_ci(d, volumes, **draws),
             "pooled_dice": 100 * pooled_dice(c),
             "positive_dice": 100 * positive_dice(c, mode),
             "volume_dice": {k: 100 * v for k, v in volume_dice(c, volumes).items()},
             "modes": mode_summaries(c),
         }
 
+    diff = bootstrap.paired_difference(da, db, volumes, **draws)
     return {
         "slices": len(a),
         "mode": mode,
+        "resampled": diff["resampled"],
         "a": one(a, da),
         "b": one(b, db),
-        "difference": mean_ci(da - db, n_resamples=n_resamples, seed=seed),
-        "wilcoxon": wilcoxon(da, db),
+        "difference": {
+            "mean": diff["difference"],
+            "low": diff["low"],
+            "high": diff["high"],
+            "p_bootstrap": diff["p_bootstrap"],
+        },
+        "wilcoxon": {**wilcoxon(da, db), "assumes": "independent slices"},
     }

@@ -3,6 +3,11 @@
 ``table2(df)`` is a pure function of a results frame (one row per run, as
 worker.results.frames.results_frame gives it); ``render`` writes it as CSV, Markdown or LaTeX
 with the best value of each metric column in bold.
+
+A table never averages runs of different protocols, datasets, or real and generated
+data into one cell: ``check_one_protocol`` refuses such a selection. The std rows are
+over encoders with the ddof given; ``DEFAULT_DDOF`` is the paper's ddof = 0 in the
+authors-2020 metric mode and the sample std (ddof = 1) otherwise.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ LABELS = {
 }
 SUMMARY_ROWS = ("mean", "std")
 FORMATS = ("csv", "markdown", "latex")
+DEFAULT_DDOF = {"standard": 1, "authors-2020": 0}
 NEEDED = (
     "architecture",
     "encoder",
@@ -42,18 +48,48 @@ def _ordered(present, order) -> list[str]:
     return sorted(set(present), key=lambda v: (order.index(v) if v in order else len(order), v))
 
 
-def table2(df: pd.DataFrame) -> pd.DataFrame:
+def check_one_protocol(df: pd.DataFrame, sweeps: dict[str, dict]) -> None:
+    """Refuse (InvalidInput) a results frame whose runs come from sweeps that differ in
+    protocol, dataset or real vs generated data; ``sweeps``: {name: row of
+    db.queries.sweep_row}."""
+    names = sorted(set(df["sweep"]))
+    kinds = {
+        n: (
+            sweeps[n]["protocol_hash"],
+            sweeps[n]["dataset_name"],
+            sweeps[n].get("manifest_hash"),
+            bool(sweeps[n]["synthetic"]),
+        )
+        for n in names
+    }
+    if len(set(kinds.values())) > 1:
+        raise InvalidInput(
+            f"The selection holds runs of sweeps with different protocols or data "
+            f"({', '.join(names)}), which one table must not average; choose one with "
+            "--sweep NAME."
+        )
+
+
+def std_note(ddof: int) -> str:
+    """The sentence that states a table's std convention."""
+    kind = "population std, as the paper" if ddof == 0 else "sample std"
+    return f"std rows: over the encoders of an architecture, ddof={ddof} ({kind})."
+
+
+def table2(df: pd.DataFrame, ddof: int = 1) -> pd.DataFrame:
     """Rows (architecture, encoder) plus (architecture, "mean") and (architecture, "std")
     over that architecture's encoders; columns (init, experiment, metric) for the
     metrics in percent, then ("", "", "parameters_m") and ("", "", "seconds_per_epoch")
-    (training seconds per epoch). Several runs of one cell (seeds, sweeps) are averaged;
-    std is the sample std (ddof=1) and NaN for a single encoder.
+    (training seconds per epoch). Several runs of one cell (seeds of one protocol) are
+    averaged; std is over encoders with ``ddof`` (NaN for a single encoder when ddof=1).
     """
     missing = [c for c in NEEDED if c not in df.columns]
     if missing:
         raise InvalidInput(f"results frame lacks column(s) {', '.join(missing)}.")
     if df.empty:
         raise InvalidInput("no results to tabulate.")
+    if ddof not in (0, 1):
+        raise InvalidInput(f"ddof must be 0 or 1, got {ddof}.")
     archs = _ordered(df["architecture"], ARCHITECTURES)
     encs = _ordered(df["encoder"], ENCODERS)
     inits = _ordered(df["init"], INITS)
@@ -80,7 +116,7 @@ def table2(df: pd.DataFrame) -> pd.DataFrame:
     for arch in archs:
         rows = cells.loc[[(arch, e) for e in encs if (arch, e) in cells.index]]
         summary = pd.DataFrame(
-            [rows.mean(), rows.std(ddof=1)],
+            [rows.mean(), rows.std(ddof=ddof)],
             index=pd.MultiIndex.from_tuples([(arch, s) for s in SUMMARY_ROWS]),
         )
         blocks += [rows, summary]

@@ -1,0 +1,75 @@
+"""Reads behind `segbench report` and the dashboard's Statistics page: a sweep's
+succeeded runs with their seed and boundary metrics, and per-volume test results."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from db.models import Run, Sweep, TestSummary, VolumeResult
+from db.queries._shared import RUN_KEY_COLUMNS, rows_of, sweep_id
+
+
+def sweep_row(session: Session, *, sweep: str) -> dict[str, Any]:
+    """One sweep: name, protocol and its hash, dataset; UnknownSweep if there is none."""
+    found = sweep_id(session, sweep)
+    stmt = select(
+        Sweep.name,
+        Sweep.protocol,
+        Sweep.protocol_hash,
+        Sweep.data_dir,
+        Sweep.dataset_name,
+        Sweep.dataset_kind,
+        Sweep.manifest_hash,
+        Sweep.synthetic,
+    ).where(Sweep.id == found)
+    return rows_of(session, stmt)[0]
+
+
+def report_runs(session: Session, *, sweep: str) -> list[dict[str, Any]]:
+    """The succeeded runs of `sweep` with seed, family, test summary and NSD / HD95
+    (None where the run stored none), by run id."""
+    found = sweep_id(session, sweep)
+    stmt = (
+        select(
+            *RUN_KEY_COLUMNS,
+            Run.family,
+            Run.seed,
+            Run.synthetic,
+            Run.manifest_hash,
+            Run.parameters_m,
+            TestSummary.metric_mode,
+            TestSummary.dice,
+            TestSummary.nsd,
+            TestSummary.hd95,
+        )
+        .join(Sweep, Sweep.id == Run.sweep_id)
+        .join(TestSummary, TestSummary.run_id == Run.id)
+        .where(Run.sweep_id == found, Run.status == "succeeded")
+        .order_by(Run.id)
+    )
+    return rows_of(session, stmt)
+
+
+def volume_rows(session: Session, *, run_ids: Iterable[int]) -> list[dict[str, Any]]:
+    """Per-volume test metrics of the runs (3-D Dice and NSD in percent, HD95 in mm),
+    by run and volume; empty for runs that stored none."""
+    ids = sorted({int(i) for i in run_ids})
+    if not ids:
+        return []
+    stmt = (
+        select(
+            VolumeResult.run_id,
+            VolumeResult.volume,
+            VolumeResult.slices,
+            VolumeResult.dice,
+            VolumeResult.nsd,
+            VolumeResult.hd95,
+        )
+        .where(VolumeResult.run_id.in_(ids))
+        .order_by(VolumeResult.run_id, VolumeResult.volume)
+    )
+    return rows_of(session, stmt)

@@ -1,0 +1,175 @@
+"""Altair charts of the statistics (the dashboard's Statistics page): intervals, the
+blob plot of ranking stability, the significance map, the critical-difference
+diagram, and the paper's means beside a user's own. Pure functions of DataFrames
+(columns documented by each builder); colours follow worker.results.charts."""
+
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+
+from db.grid import ARCHITECTURES, EXPERIMENTS
+from worker.results.charts import ARCHITECTURE_SCALE
+
+HEIGHT_PER_ROW = 22
+
+
+def _height(n: int) -> int:
+    return max(120, HEIGHT_PER_ROW * n)
+
+
+def interval_chart(runs: pd.DataFrame) -> alt.Chart:
+    """Mean Dice with its interval, one row per run, best on top.
+
+    Columns: label, architecture, dice, low, high."""
+    order = runs.sort_values("dice", ascending=False)["label"].tolist()
+    y = alt.Y("label:N", sort=order, title=None)
+    base = alt.Chart(runs).encode(y=y)
+    bars = base.mark_rule(strokeWidth=2).encode(
+        x=alt.X("low:Q", title="Dice (%)", scale=alt.Scale(zero=False)),
+        x2="high:Q",
+        color=alt.Color("architecture:N", scale=ARCHITECTURE_SCALE),
+    )
+    points = base.mark_point(filled=True, size=50, color="black").encode(
+        x="dice:Q",
+        tooltip=[
+            "label:N",
+            alt.Tooltip("dice:Q", format=".2f"),
+            alt.Tooltip("low:Q", format=".2f"),
+            alt.Tooltip("high:Q", format=".2f"),
+        ],
+    )
+    return (bars + points).properties(height=_height(len(runs)))
+
+
+def blob_chart(shares: pd.DataFrame, ranks: pd.DataFrame) -> alt.LayerChart:
+    """challengeR's blob plot: for each run (x, ordered by its rank) a circle per rank
+    it took in the bootstrap, area proportional to how often; a black line spans its
+    95% rank interval and a tick marks its median rank.
+
+    shares: label, rank, share. ranks: label, rank (observed), median_rank, low, high."""
+    order = ranks.sort_values(["rank", "median_rank"])["label"].tolist()
+    x = alt.X("label:N", sort=order, title=None, axis=alt.Axis(labelAngle=-45))
+    n = max(len(order), 1)
+    y_scale = alt.Scale(domain=[0.5, n + 0.5], reverse=True)
+    blobs = (
+        alt.Chart(shares)
+        .mark_circle(color="#1f77b4", opacity=0.7)
+        .encode(
+            x=x,
+            y=alt.Y("rank:Q", title="rank (1 = best)", scale=y_scale),
+            size=alt.Size("share:Q", title="share of resamples", scale=alt.Scale(range=[10, 600])),
+            tooltip=["label:N", "rank:Q", alt.Tooltip("share:Q", format=".0%")],
+        )
+    )
+    spans = alt.Chart(ranks).mark_rule(color="black").encode(x=x, y="low:Q", y2="high:Q")
+    medians = (
+        alt.Chart(ranks)
+        .mark_tick(color="black", thickness=2, size=14)
+        .encode(x=x, y="median_rank:Q", tooltip=["label:N", "median_rank:Q", "low:Q", "high:Q"])
+    )
+    return (blobs + spans + medians).properties(height=max(220, 28 * n))
+
+
+def significance_map(pairs: pd.DataFrame, alpha: float = 0.05) -> alt.Chart:
+    """Holm-adjusted p-value of every pair shown, both ways round; a cross marks the
+    pairs significant at ``alpha``.
+
+    Columns: a, b (run labels), p_holm."""
+    both = pd.concat([pairs, pairs.rename(columns={"a": "b", "b": "a"})], ignore_index=True)
+    both["significant"] = both["p_holm"] <= alpha
+    base = alt.Chart(both).encode(
+        x=alt.X("a:N", title=None, axis=alt.Axis(labelAngle=-45)),
+        y=alt.Y("b:N", title=None),
+    )
+    cells = base.mark_rect().encode(
+        color=alt.Color(
+            "p_holm:Q",
+            title="p (Holm)",
+            scale=alt.Scale(type="log", domain=[1e-4, 1], scheme="viridis", clamp=True),
+        ),
+        tooltip=["a:N", "b:N", alt.Tooltip("p_holm:Q", format=".4f"), "significant:N"],
+    )
+    marks = base.transform_filter("datum.significant").mark_text(text="×", color="white")
+    return (cells + marks).properties(height=_height(both["b"].nunique()))
+
+
+def cd_chart(cd: dict) -> alt.LayerChart:
+    """A critical-difference diagram (Demšar 2006): treatments on an axis of average
+    rank (1 = best, left), each with a line down to its label; a red bar of the CD's
+    length above the axis, and a grey bar under each group of treatments whose ranks
+    lie within the CD (not significantly different).
+
+    cd: one analysis of worker.results.ranking.cd_analysis."""
+    ranks = pd.DataFrame(cd["mean_ranks"])
+    k, groups = len(ranks), len(cd["cliques"])
+    top = k + 1.0 + 0.35 * groups
+    ranks["axis"] = top
+    ranks["y"] = [k - i for i in range(k)]
+    ranks["text"] = [
+        f"{n} ({r:.2f})" for n, r in zip(ranks["name"], ranks["mean_rank"], strict=True)
+    ]
+    x_scale = alt.Scale(domain=[1, max(k, 2)])
+    x = alt.X("mean_rank:Q", title="average rank (1 = best)", scale=x_scale)
+    y_scale = alt.Scale(domain=[0.3, top + 1.0])
+    y = alt.Y("y:Q", axis=None, scale=y_scale)
+    stems = alt.Chart(ranks).mark_rule(color="#999999").encode(x=x, y=y, y2="axis:Q")
+    points = (
+        alt.Chart(ranks)
+        .mark_point(filled=True, size=50, color="black")
+        .encode(x=x, y=alt.Y("axis:Q", scale=y_scale, axis=None), tooltip=["text:N"])
+    )
+    labels = alt.Chart(ranks).mark_text(align="left", dx=5).encode(x=x, y=y, text="text:N")
+    bar = pd.DataFrame(
+        [{"mean_rank": 1.0, "end": 1.0 + cd["cd"], "y": top + 0.6, "label": f"CD = {cd['cd']:.2f}"}]
+    )
+    cd_bar = alt.Chart(bar).mark_rule(strokeWidth=3, color="#d62728").encode(x=x, x2="end:Q", y=y)
+    cd_text = (
+        alt.Chart(bar)
+        .mark_text(align="left", dx=5, color="#d62728")
+        .encode(x="end:Q", y=y, text="label:N")
+    )
+    lookup = dict(zip(ranks["name"], ranks["mean_rank"], strict=True))
+    cliques = pd.DataFrame(
+        [
+            {"mean_rank": lookup[g[0]], "end": lookup[g[-1]], "y": top - 0.35 * (i + 1)}
+            for i, g in enumerate(cd["cliques"])
+        ],
+        columns=["mean_rank", "end", "y"],
+    )
+    lines = (
+        alt.Chart(cliques).mark_rule(strokeWidth=5, color="#555555").encode(x=x, x2="end:Q", y=y)
+    )
+    layers = cd_bar + cd_text + stems + lines + points + labels
+    return layers.properties(height=60 + 22 * k)
+
+
+def paper_chart(frame: pd.DataFrame) -> alt.Chart:
+    """Mean Dice per architecture and experiment: the paper's and the user's side by
+    side (a bar each), faceted by experiment.
+
+    Columns: experiment, architecture, source ("paper" or "this database"), dice."""
+    return (
+        alt.Chart(frame)
+        .mark_bar()
+        .encode(
+            x=alt.X(
+                "architecture:N",
+                sort=list(ARCHITECTURES),
+                title=None,
+                axis=alt.Axis(labelAngle=0),
+            ),
+            xOffset="source:N",
+            y=alt.Y("dice:Q", title="mean Dice (%)", scale=alt.Scale(zero=False)),
+            color=alt.Color("source:N", title=None),
+            opacity=alt.value(0.9),
+            tooltip=[
+                "experiment:N",
+                "architecture:N",
+                "source:N",
+                alt.Tooltip("dice:Q", format=".2f"),
+            ],
+        )
+        .properties(width=200, height=240)
+        .facet(column=alt.Column("experiment:N", title=None, sort=list(EXPERIMENTS)))
+    )
