@@ -266,7 +266,7 @@ def test_mesh_of_predicted_lungs(trained, tmp_path):
 
 
 def test_predict_against_a_reference_mask(trained, tmp_path):
-    from worker.inference.boundary import boundary_metrics
+    from worker.training.boundary import boundary_metrics
 
     ct = trained["data"] / "rp_im" / "1.nii.gz"
     truth_path = trained["data"] / "rp_lung_msk" / "1.nii.gz"

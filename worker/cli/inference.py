@@ -74,7 +74,7 @@ def _against_reference(output: Path, reference: Path, tolerance_mm: float) -> di
     import nibabel as nib
     import numpy as np
 
-    from worker.inference.boundary import boundary_metrics
+    from worker.training.boundary import boundary_metrics
     from worker.inference.predict import PredictError
 
     if not reference.is_file():
