@@ -23,6 +23,8 @@ STATUS_KEYS = (
     "dice",
     "sensitivity",
     "specificity",
+    "nsd",
+    "hd95",
 )
 
 
@@ -163,6 +165,8 @@ def status_rows(session: Session, sweep: str | None = None) -> list[dict[str, An
             TestSummary.dice,
             TestSummary.sensitivity,
             TestSummary.specificity,
+            TestSummary.nsd,
+            TestSummary.hd95,
         )
         .outerjoin(TestSummary, TestSummary.run_id == Run.id)
         .order_by(Run.id)
