@@ -116,9 +116,7 @@ def test_box_shifted_one_slice_surface_area():
     at_half, at_one = 8 * A, 4 * A
     zero = total - far - at_half - at_one
     assert normalized_surface_dice(truth, pred, S, 0.25) == pytest.approx(zero / total)
-    assert normalized_surface_dice(truth, pred, S, 0.75) == pytest.approx(
-        (zero + at_half) / total
-    )
+    assert normalized_surface_dice(truth, pred, S, 0.75) == pytest.approx((zero + at_half) / total)
     assert normalized_surface_dice(truth, pred, S, 1.5) == pytest.approx((total - far) / total)
     assert normalized_surface_dice(truth, pred, S, 2.0) == 1.0
     # Area-weighted percentiles: zero / total = 72.6%, + 8A -> 77.0%, + 4A -> 79.3%.
@@ -250,8 +248,6 @@ def test_border_voxel_mode_matches_medpy(seed):
     # directed one, as MONAI does); the pooled distances must agree all the same.
     s = surface_distances(truth, pred, spacing, mode="border-voxel")
     pooled = np.concatenate([s.truth_to_pred, s.pred_to_truth])
-    assert np.percentile(pooled, 95) == pytest.approx(
-        medpy.hd95(pred, truth, voxelspacing=spacing)
-    )
+    assert np.percentile(pooled, 95) == pytest.approx(medpy.hd95(pred, truth, voxelspacing=spacing))
     # medpy 0.5's assd is the mean of the pooled distances.
     assert medpy.assd(pred, truth, voxelspacing=spacing) == pytest.approx(pooled.mean())

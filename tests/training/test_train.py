@@ -228,6 +228,10 @@ def test_cli_train_writes_results_and_labels_synthetic(synthetic_data, tmp_path)
     summary = json.loads(out.stdout)
     assert summary["synthetic"] is True and summary["test_slices"] > 0
     assert 0 <= summary["dice"] <= 100
+    # per-volume metrics of the 2 test volumes, measured as the protocol says
+    assert [v["volume"] for v in summary["volumes"]] == [0, 1]
+    assert 0 <= summary["nsd"] <= 100 and summary["boundary_mode"] == "surface-area"
+    assert summary["nsd_tolerance_mm"] == 2.0
     assert (tmp_path / "a" / "epochs.csv").read_text().count("\n") == 3
     assert "SYNTHETIC" in out.stderr
 

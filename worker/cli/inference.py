@@ -92,8 +92,8 @@ def _against_reference(output: Path, reference: Path, tolerance_mm: float, mode:
     import nibabel as nib
     import numpy as np
 
-    from worker.training.boundary import boundary_metrics
     from worker.inference.predict import PredictError
+    from worker.training.boundary import boundary_metrics
 
     if not reference.is_file():
         raise PredictError(f"Reference mask {reference} does not exist.")

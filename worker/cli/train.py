@@ -107,3 +107,10 @@ def train(
         f"best epoch {summary['best_epoch']}; {summary['parameters_m']:.2f} M parameters; "
         f"results in {result.artifacts_dir}"
     )
+    if summary.get("nsd") is not None:
+        hd = "-" if summary["hd95"] is None else f"{summary['hd95']:.2f} mm"
+        typer.echo(
+            f"mean over {len(summary['volumes'])} test volume(s): NSD@"
+            f"{summary['nsd_tolerance_mm']:g}mm {summary['nsd']:.2f}%, HD95 {hd} "
+            f"({summary['boundary_mode']} surfaces)"
+        )

@@ -202,9 +202,8 @@ def _hd(s: Surfaces, percentile: float, mode: str) -> float:
     if nt == 0 or np_ == 0:
         return float("nan")
     if mode == "border-voxel":
-        return float(
-            max(np.percentile(s.truth_to_pred, percentile), np.percentile(s.pred_to_truth, percentile))
-        )
+        directed = (np.percentile(d, percentile) for d in (s.truth_to_pred, s.pred_to_truth))
+        return float(max(directed))
     return max(
         _weighted_percentile(s.truth_to_pred, s.truth_weights, percentile),
         _weighted_percentile(s.pred_to_truth, s.pred_weights, percentile),
