@@ -270,6 +270,25 @@ def test_cli_train_bad_names_and_bad_data(synthetic_data, tmp_path):
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert not (tmp_path / "runs.db").exists()  # refused before anything was written
+    for option, value in (("--nsd-tolerance-mm", "-1"), ("--boundary-mode", "mesh")):
+        out = _cli(
+            "train",
+            "--data",
+            str(synthetic_data),
+            "--experiment",
+            "lung-segmentation",
+            "--architecture",
+            "unet",
+            "--encoder",
+            "resnet18",
+            option,
+            value,
+            "--db",
+            f"sqlite:///{tmp_path / 'runs.db'}",
+        )
+        assert out.returncode == 1 and "Traceback" not in out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+        assert not (tmp_path / "runs.db").exists()
 
 
 def test_cli_train_imagenet_without_local_weights_is_refused_before_any_row(

@@ -17,6 +17,7 @@ from db.settings import get_settings, worker_host
 from worker.cli.app import app
 from worker.cli.options import (
     ArchitectureOpt,
+    BoundaryModeOpt,
     BrokerOpt,
     DbOpt,
     EncoderOpt,
@@ -24,6 +25,7 @@ from worker.cli.options import (
     FamilyOpt,
     FormatOpt,
     InitOpt,
+    NsdToleranceOpt,
     RunIdsArg,
     database_url,
     emit,
@@ -49,6 +51,8 @@ def submit(
     metric_mode: Annotated[str, typer.Option(help="standard or authors-2020.")] = "standard",
     augment_mode: Annotated[str, typer.Option(help="paper or authors-code.")] = "paper",
     seed: Annotated[int, typer.Option()] = 0,
+    nsd_tolerance_mm: NsdToleranceOpt = 2.0,
+    boundary_mode: BoundaryModeOpt = "surface-area",
     data: Annotated[
         Path | None, typer.Option("--data", help="Dataset folder (default: SEGBENCH_DATA_DIR).")
     ] = None,
@@ -84,6 +88,8 @@ def submit(
             metric_mode=metric_mode,
             augment_mode=augment_mode,
             seed=seed,
+            nsd_tolerance_mm=nsd_tolerance_mm,
+            boundary_mode=boundary_mode,
         )
         db_url = database_url(db)
         service.connect_broker(db_url, broker)

@@ -13,8 +13,10 @@ from db.grid import RunSpec
 from db.protocol import Protocol
 from worker.cli.app import app
 from worker.cli.options import (
+    BoundaryModeOpt,
     DbOpt,
     FormatOpt,
+    NsdToleranceOpt,
     check_format,
     print_json,
     user_errors,
@@ -36,6 +38,8 @@ def train(
     metric_mode: Annotated[str, typer.Option(help="standard or authors-2020.")] = "standard",
     augment_mode: Annotated[str, typer.Option(help="paper or authors-code.")] = "paper",
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    nsd_tolerance_mm: NsdToleranceOpt = 2.0,
+    boundary_mode: BoundaryModeOpt = "surface-area",
     artifacts: Annotated[
         Path | None, typer.Option(help="Output folder (default: <artifacts dir>/<run id>).")
     ] = None,
@@ -70,6 +74,8 @@ def train(
             loss=loss,
             metric_mode=metric_mode,
             augment_mode=augment_mode,
+            nsd_tolerance_mm=nsd_tolerance_mm,
+            boundary_mode=boundary_mode,
         )
         resolve_device(device)  # refuse before any row is written
         # Missing ImageNet weights are downloaded now (with a progress bar), or, when
