@@ -251,3 +251,30 @@ def test_border_voxel_mode_matches_medpy(seed):
     assert np.percentile(pooled, 95) == pytest.approx(medpy.hd95(pred, truth, voxelspacing=spacing))
     # medpy 0.5's assd is the mean of the pooled distances.
     assert medpy.assd(pred, truth, voxelspacing=spacing) == pytest.approx(pooled.mean())
+
+
+@pytest.mark.parametrize("mode", ["surface-area", "border-voxel"])
+def test_far_apart_masks_both_search_paths(mode):
+    # Surfaces farther apart than NEAR_MM: a few far points (k-d tree) and many (the
+    # distance transform) must give the same distances. Reference: two voxels 15
+    # slices (30 mm) apart have HD95 = 30 mm in border-voxel mode; a slab of 12 x 12
+    # voxels against one voxel 15 slices away: its nearest point to the voxel is 30 mm.
+    a, b = voxel((20, 6, 6), (2, 2, 2)), voxel((20, 6, 6), (17, 2, 2))
+    assert hd95(a, b, S, mode="border-voxel") == pytest.approx(30.0)
+    slab = np.zeros((20, 14, 14), bool)
+    slab[2, 1:13, 1:13] = True
+    far = voxel((20, 14, 14), (17, 6, 6))
+    s = surface_distances(slab, far, S, mode=mode)
+    # border voxels: slice 2 to slice 17; cube layers: the slab's reach slice 3, the
+    # voxel's start at slice 17, 14 steps of 2 mm
+    assert s.pred_to_truth.min() == pytest.approx(30.0 if mode == "border-voxel" else 28.0)
+    sd = pytest.importorskip("surface_distance")
+    if mode == "surface-area":
+        cube = box((30, 30, 50), (2, 2, 2), (20, 20, 20))
+        stray = cube.copy()
+        stray[10, 10, 40] = True  # 18 voxels (18 mm) past the cube: a few far points
+        for t, p in ((a, b), (slab, far), (cube, stray)):
+            ref = sd.compute_surface_distances(t, p, S)
+            mine = surface_distances(t, p, S)
+            np.testing.assert_allclose(np.sort(mine.truth_to_pred), ref["distances_gt_to_pred"])
+            np.testing.assert_allclose(np.sort(mine.pred_to_truth), ref["distances_pred_to_gt"])

@@ -16,8 +16,9 @@ Two definitions of "the surface" (``mode``), both measured with the voxel spacin
 
 In both, the volume's edge counts as background, so a mask touching it is closed
 there. For every surface element of one mask, the distance (mm) to the nearest
-surface element of the other comes from a Euclidean distance transform on the
-bounding box of both masks (exact: every surface element lies inside it).
+surface element of the other is the exact Euclidean distance (what a distance
+transform with the spacing gives), found with a k-d tree over the surface elements
+and, for many far elements, a distance transform of the bounding box of both masks.
 
 - NSD at tolerance t: (weight of the truth's surface within t of the predicted
   surface + weight of the predicted surface within t of the truth's) / (total
@@ -42,6 +43,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
+from scipy.spatial import cKDTree
 from skimage import measure
 
 from db.errors import InvalidInput, check_choice
@@ -132,11 +134,43 @@ def _cube_codes(mask: np.ndarray) -> np.ndarray:
     return code
 
 
+# Nearest-element searches farther than this (mm) are finished by a distance transform
+# when there are many of them (see _distances).
+NEAR_MM = 10.0
+
+
 def _distances(to_surface: np.ndarray, at: np.ndarray, spacing) -> np.ndarray:
-    """Distance (mm) from each element of `at` to the nearest one of `to_surface`."""
-    if not to_surface.any():
-        return np.full(int(at.sum()), np.inf)
-    return ndimage.distance_transform_edt(~to_surface, sampling=spacing)[at]
+    """Distance (mm) from each element of `at` to the nearest one of `to_surface`, in
+    the order of `at`'s elements (C order, as boolean indexing gives them).
+
+    The value of a Euclidean distance transform with ``sampling=spacing`` (what
+    surface-distance and medpy compute), found faster: a k-d tree over the surface
+    elements answers every element within NEAR_MM; the rest are answered by the
+    tree too when few, else by the distance transform of the bounding box (a k-d
+    tree search far from the surface costs ~50 us a point, the transform ~0.5 us a
+    voxel of the box). Distances are recomputed from the integer offset to the
+    nearest element, as the transform does.
+    """
+    targets = np.argwhere(to_surface)
+    points = np.argwhere(at)
+    if len(targets) == 0:
+        return np.full(len(points), np.inf)
+    scale = np.asarray(spacing, dtype=np.float64)
+    tree = cKDTree(targets * scale)
+    found, nearest = tree.query(points * scale, distance_upper_bound=NEAR_MM)
+    far = ~np.isfinite(found)
+    nearest = np.minimum(nearest, len(targets) - 1)
+    offset = (targets[nearest] - points) * scale
+    out = np.sqrt((offset * offset).sum(axis=1))
+    n_far = int(np.count_nonzero(far))
+    if n_far * 100 > to_surface.size:
+        field = ndimage.distance_transform_edt(~to_surface, sampling=spacing)
+        out[far] = field[tuple(points[far].T)]
+    elif n_far:
+        _, rest = tree.query(points[far] * scale)
+        offset = (targets[rest] - points[far]) * scale
+        out[far] = np.sqrt((offset * offset).sum(axis=1))
+    return out
 
 
 def surface_distances(
