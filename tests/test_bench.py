@@ -147,7 +147,7 @@ def check_faults(lines: list[str]) -> None:
 def check_evaluation_cost(lines: list[str]) -> None:
     assert re.fullmatch(rf"ratio: {NUMBER}", lines[-1]), lines[-1]
     assert float(lines[-1].split()[1]) > 0.5
-    assert "GENERATED test volumes" in lines[0] and "unet-resnet18" in lines[0]
+    assert "GENERATED test volumes" in lines[0] and "pspnet-efficientnet-b0" in lines[0]
     for side in ("without boundary metrics", "with NSD + HD95 (surface-area)"):
         assert any(line.startswith(side) for line in lines), side
     assert any(line.startswith("with NSD + HD95 (border-voxel)") for line in lines)
