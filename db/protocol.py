@@ -24,6 +24,10 @@ PRECISIONS = ("fp32", "bf16")  # of the training step; validation and test are a
 TEST_RESIZES = ("standard", "pil-antialias")
 # Not part of Protocol.hash(): runs that differ only in these share a protocol.
 PER_RUN_FIELDS = ("seed",)
+# Surface of the boundary metrics (NSD, HD95): area-weighted marching-cubes surfels
+# (DeepMind's surface-distance) or border voxels weighing one each (MONAI, medpy).
+BOUNDARY_MODES = ("surface-area", "border-voxel")
+MAX_NSD_TOLERANCE_MM = 1000.0
 
 
 # Upper bounds that no real protocol reaches and that keep a typo from allocating
@@ -50,6 +54,9 @@ class Protocol:
     augment_mode: str = "paper"  # or "authors-code" (nearest, HU 0 padding)
     train_precision: str = "fp32"  # or "bf16": autocast of the training step only
     test_resize: str = "standard"  # or "pil-antialias" (the authors' PIL pipeline)
+    # Per-volume boundary metrics of the test pass (docs/protocol.md).
+    nsd_tolerance_mm: float = 2.0
+    boundary_mode: str = "surface-area"  # or "border-voxel"
 
     def __post_init__(self) -> None:
         if self.loss in LOSS_ALIASES:  # a deprecated name of a stored sweep
@@ -65,6 +72,18 @@ class Protocol:
             raise ProtocolError(
                 f"seed must be a whole number from 0 to {2**31 - 1}, got {self.seed}."
             )
+        check_choice("boundary mode", self.boundary_mode, BOUNDARY_MODES, ProtocolError)
+        tol = self.nsd_tolerance_mm
+        if (
+            isinstance(tol, bool)
+            or not isinstance(tol, int | float)
+            or not 0 < tol <= MAX_NSD_TOLERANCE_MM
+        ):
+            raise ProtocolError(
+                f"NSD tolerance must be a number of mm above 0 and at most "
+                f"{MAX_NSD_TOLERANCE_MM:g}, got {tol!r}."
+            )
+        object.__setattr__(self, "nsd_tolerance_mm", float(tol))
         check_choice("metric mode", self.metric_mode, METRIC_MODES, ProtocolError)
         check_choice("augmentation mode", self.augment_mode, AUGMENT_MODES, ProtocolError)
         for name, most in LIMITS.items():
@@ -125,6 +144,17 @@ class SliceCounts:
 
 
 @dataclass
+class VolumeMetrics:
+    """Test metrics of one test volume (its test slices stacked in slice order)."""
+
+    volume: int  # 0-based test volume
+    slices: int  # test slices of the volume
+    dice: float  # 3-D Dice, percent (100 when both masks are empty)
+    nsd: float | None  # percent, at the protocol's tolerance; None: not computed
+    hd95: float | None  # mm; None: undefined (exactly one mask empty) or not computed
+
+
+@dataclass
 class TestResult:
     slices: list[SliceCounts]
     sensitivity: float  # mean over slices, percent
@@ -134,6 +164,9 @@ class TestResult:
     pooled_dice: float  # Dice of the summed counts, percent
     metric_mode: str
     seconds: float = 0.0
+    volumes: list[VolumeMetrics] = field(default_factory=list)
+    nsd: float | None = None  # mean over volumes, percent
+    hd95: float | None = None  # mean over the volumes where it is defined, mm
 
 
 @dataclass

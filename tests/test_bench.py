@@ -38,8 +38,15 @@ SCRIPTS = {
     "project_full_benchmark": ["--quick"],
     "queue_costs": ["--quick"],
     "faults": ["--quick"],
+    "evaluation_cost": ["--quick"],
 }
-SLOW = {"harness_overhead", "stacked_training", "project_full_benchmark", "faults"}
+SLOW = {
+    "harness_overhead",
+    "stacked_training",
+    "project_full_benchmark",
+    "faults",
+    "evaluation_cost",
+}
 WITH_POSTGRES = {"queue_costs", "faults"}
 
 
@@ -135,6 +142,16 @@ def check_faults(lines: list[str]) -> None:
     assert lines[1].startswith("| deployment | fault | recovery s")
     rows = [line for line in lines if line.startswith("| embedded |")]
     assert len(rows) >= 7 and not any("FAILED" in row for row in rows), rows
+
+
+def check_evaluation_cost(lines: list[str]) -> None:
+    assert re.fullmatch(rf"ratio: {NUMBER}", lines[-1]), lines[-1]
+    assert float(lines[-1].split()[1]) > 0.5
+    assert "GENERATED test volumes" in lines[0] and "pspnet-efficientnet-b0" in lines[0]
+    for side in ("without boundary metrics", "with NSD + HD95 (surface-area)"):
+        assert any(line.startswith(side) for line in lines), side
+    assert any(line.startswith("with NSD + HD95 (border-voxel)") for line in lines)
+    _table(lines)
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,6 @@
 """Leaderboard: the paper's Table 2, live. Sensitivity, specificity and Dice per model,
-with parameters and seconds per epoch; filters, sorting, best per column, CSV; runs
-that differ only by seed pooled (mean ± std, n)."""
+NSD and HD95 per volume, with parameters and seconds per epoch; filters, sorting, best
+per column, CSV; runs that differ only by seed pooled (mean ± std, n)."""
 
 from __future__ import annotations
 
@@ -28,18 +28,22 @@ COLUMNS = {
     "specificity": "Spec (%)",
     "dice": "Dice (%)",
     "dice_std": "Dice std",
+    "nsd": "NSD (%)",
+    "hd95": "HD95 (mm)",
     "parameters_m": "params (M)",
     "train_seconds_per_epoch": "train s/epoch",
     "val_seconds_per_epoch": "val s/epoch",
     "best_epoch": "best epoch",
     "synthetic": "synthetic",
 }
-HIGHER_IS_BETTER = ["Sens (%)", "Spec (%)", "Dice (%)"]
-LOWER_IS_BETTER = ["train s/epoch", "val s/epoch"]
+HIGHER_IS_BETTER = ["Sens (%)", "Spec (%)", "Dice (%)", "NSD (%)"]
+LOWER_IS_BETTER = ["HD95 (mm)", "train s/epoch", "val s/epoch"]
 SORTS = {
     "dice": "Dice",
     "sensitivity": "Sensitivity",
     "specificity": "Specificity",
+    "nsd": "NSD",
+    "hd95": "HD95",
     "parameters_m": "Parameters",
     "train_seconds_per_epoch": "Train seconds per epoch",
     "id": "Run id",
@@ -71,18 +75,20 @@ if board.empty:
     st.info("No run matches these filters.")
     st.stop()
 
-ascending = sort in ("parameters_m", "train_seconds_per_epoch", "id")
+ascending = sort in ("hd95", "parameters_m", "train_seconds_per_epoch", "id")
 board = board.sort_values([sort, "id"], ascending=[ascending, True], na_position="last")
 common.synthetic_badge(board["synthetic"])
 scored = board["dice"].notna()
 st.caption(
-    f"{len(board)} runs, {int(scored.sum())} with test results. Metrics are the mean over "
-    "test slices, in percent; the best value of each column is highlighted."
+    f"{len(board)} runs, {int(scored.sum())} with test results. Sens, Spec and Dice are the "
+    "mean over test slices, in percent; NSD (percent, at the protocol's tolerance) and HD95 "
+    "(mm) the mean over test volumes. The best value of each column is highlighted."
 )
 
 
 def styled(frame: pd.DataFrame):
-    """Best per column in bold green: highest Sens/Spec/Dice, lowest seconds per epoch.
+    """Best per column in bold green: highest Sens/Spec/Dice/NSD, lowest HD95 and
+    seconds per epoch.
     (One format call with a precision: per-column formats cost twice as much.)"""
     return (
         frame.style.format(precision=2, na_rep="–")

@@ -15,7 +15,16 @@ from sqlalchemy import case, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from db.jobs._shared import NO_SYNC, lease_until, require_run, unknown_run, upsert_insert
-from db.models import ARTIFACT_KINDS, Artifact, Epoch, Run, SliceResult, TestSummary, utcnow
+from db.models import (
+    ARTIFACT_KINDS,
+    Artifact,
+    Epoch,
+    Run,
+    SliceResult,
+    TestSummary,
+    VolumeResult,
+    utcnow,
+)
 from db.protocol import EpochRecord, RunOutcome
 
 
@@ -182,8 +191,28 @@ def finish(session: Session, *, run_id: int, outcome: RunOutcome) -> None:
             dice_std=test.dice_std,
             pooled_dice=test.pooled_dice,
             seconds=test.seconds,
+            nsd=finite_or_none(test.nsd),
+            hd95=finite_or_none(test.hd95),
         )
     )
+    session.execute(
+        delete(VolumeResult).where(VolumeResult.run_id == run_id).execution_options(**NO_SYNC)
+    )
+    if test.volumes:
+        session.execute(
+            insert(VolumeResult.__table__),
+            [
+                {
+                    "run_id": run_id,
+                    "volume": v.volume,
+                    "slices": v.slices,
+                    "dice": v.dice,
+                    "nsd": finite_or_none(v.nsd),
+                    "hd95": finite_or_none(v.hd95),
+                }
+                for v in test.volumes
+            ],
+        )
     session.execute(
         delete(Artifact)
         .where(Artifact.run_id == run_id, Artifact.kind.in_(ARTIFACT_KINDS))

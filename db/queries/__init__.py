@@ -3,9 +3,9 @@
 Aggregations run in SQL; results are plain lists of dicts (pandas.DataFrame(rows)
 turns one into a frame). Filters take one value or a list of values.
 db.queries.runs reads runs and the queue, db.queries.results reads results,
-db.queries.workers the live workers and a sweep's ETA, db.queries.report what
-`segbench report` reads; all are offered here under
-one name.
+db.queries.volumes per-volume test metrics, db.queries.workers the live workers and
+a sweep's ETA, db.queries.report what `segbench report` reads; all are offered here
+under one name.
 """
 
 from db.queries.report import report_runs, sweep_row, volume_rows
@@ -40,6 +40,7 @@ from db.queries.runs import (
     status_rows,
     sweeps,
 )
+from db.queries.volumes import VOLUME_COLUMNS, volume_results
 from db.queries.workers import WORKER_COLUMNS, live_workers, sweep_eta
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "RUN_PROGRESS_COLUMNS",
     "STATUS_KEYS",
     "SUCCEEDED_COLUMNS",
+    "VOLUME_COLUMNS",
     "WORKER_COLUMNS",
     "aggregates",
     "epoch_curves",
@@ -76,4 +78,5 @@ __all__ = [
     "sweep_row",
     "sweeps",
     "volume_rows",
+    "volume_results",
 ]

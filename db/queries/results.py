@@ -57,6 +57,8 @@ LEADERBOARD_COLUMNS = {
     "dice": TestSummary.dice,
     "dice_std": TestSummary.dice_std,
     "pooled_dice": TestSummary.pooled_dice,
+    "nsd": TestSummary.nsd,
+    "hd95": TestSummary.hd95,
 }
 
 # a sweep's protocol without the field was stored before bf16 became a protocol
@@ -336,6 +338,8 @@ SUCCEEDED_COLUMNS = (
     TestSummary.dice,
     TestSummary.dice_std,
     TestSummary.pooled_dice,
+    TestSummary.nsd,
+    TestSummary.hd95,
     Artifact.path.label("checkpoint_path"),
     Artifact.sha256.label("checkpoint_sha256"),
 )

@@ -29,6 +29,8 @@ STATUS_KEYS = (
     "sweep",
     "protocol_hash",
     "train_precision",
+    "nsd",
+    "hd95",
 )
 
 
@@ -173,6 +175,8 @@ def status_rows(session: Session, sweep: str | None = None) -> list[dict[str, An
             Sweep.name.label("sweep"),
             Run.protocol_hash,
             Sweep.protocol,
+            TestSummary.nsd,
+            TestSummary.hd95,
         )
         .join(Sweep, Sweep.id == Run.sweep_id)
         .outerjoin(TestSummary, TestSummary.run_id == Run.id)

@@ -106,6 +106,8 @@ def outcome(
         pooled_dice=dice - 0.5,
         metric_mode="standard",
         seconds=1.0,
+        nsd=dice - 5.0,  # means over volumes, as stored; per-volume rows are not needed here
+        hd95=(100.0 - dice) / 10,
     )
     before = after = None
     if filters:

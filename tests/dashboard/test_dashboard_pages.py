@@ -115,6 +115,8 @@ def test_leaderboard_top_row_is_the_best_dice(populated):
     assert len(board) == sum(populated.counts.values())
     assert board["run"].iloc[0] == populated.best_id
     assert board["Dice (%)"].iloc[0] == pytest.approx(populated.best_dice)
+    assert board["NSD (%)"].iloc[0] == pytest.approx(populated.best_dice - 5.0)
+    assert board["HD95 (mm)"].iloc[0] == pytest.approx((100.0 - populated.best_dice) / 10)
     assert BADGE in texts(at)
     assert at.get("download_button")
 

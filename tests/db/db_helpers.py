@@ -4,7 +4,14 @@ them from here (not from conftest, whose name other test folders share)."""
 from __future__ import annotations
 
 from db.grid import expand
-from db.protocol import EpochRecord, Protocol, RunOutcome, SliceCounts, TestResult
+from db.protocol import (
+    EpochRecord,
+    Protocol,
+    RunOutcome,
+    SliceCounts,
+    TestResult,
+    VolumeMetrics,
+)
 from db.session import session_scope
 
 BACKENDS = ["sqlite", "postgresql"]
@@ -46,7 +53,15 @@ def make_outcome(n_slices: int = 12, dice: float | None = 90.0) -> RunOutcome:
         pooled_dice=89.0,
         metric_mode="standard",
         seconds=3.0,
+        # volume v: NSD 80 + v %, HD95 2 + v mm; the last volume's HD95 undefined (NaN)
+        volumes=[
+            VolumeMetrics(v, min(4, n_slices - 4 * v), 85.0 + v, 80.0 + v, 2.0 + v)
+            for v in range((n_slices + 3) // 4)
+        ],
+        nsd=81.0,
+        hd95=2.5,
     )
+    test.volumes[-1].hd95 = float("nan")
     return RunOutcome(
         test=test,
         best_epoch=3,

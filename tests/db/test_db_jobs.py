@@ -12,7 +12,7 @@ from sqlalchemy import func, select, update
 from db import jobs
 from db.errors import SweepConflict, UnknownRun, UnknownSweep
 from db.grid import expand
-from db.models import Artifact, Epoch, Run, SliceResult, Sweep, TestSummary, utcnow
+from db.models import Artifact, Epoch, Run, SliceResult, Sweep, TestSummary, VolumeResult, utcnow
 from db.protocol import Protocol
 from db.session import session_scope
 from worker.queue.lease import DbRecorder
@@ -203,7 +203,19 @@ def test_finish_writes_everything_and_replaces_earlier_results(db_url):
     DbRecorder(db_url, run_id).finish(make_outcome(n_slices=10))
     with session_scope(db_url) as session:
         assert count(session, SliceResult) == 10
-        assert session.get(TestSummary, run_id).dice == 90.0
+        summary = session.get(TestSummary, run_id)
+        assert (summary.dice, summary.nsd, summary.hd95) == (90.0, 81.0, 2.5)
+        volumes = session.execute(
+            select(VolumeResult.volume, VolumeResult.slices, VolumeResult.dice)
+            .add_columns(VolumeResult.nsd, VolumeResult.hd95)
+            .order_by(VolumeResult.volume)
+        ).all()
+        # 3 volumes of the second outcome (12 slices gave 3 too, replaced); NaN -> NULL
+        assert [tuple(v) for v in volumes] == [
+            (0, 4, 85.0, 80.0, 2.0),
+            (1, 4, 86.0, 81.0, 3.0),
+            (2, 2, 87.0, 82.0, None),
+        ]
         kinds = session.execute(select(Artifact.kind, Artifact.key, Artifact.data)).all()
         assert sorted((k, key) for k, key, _ in kinds) == [
             ("checkpoint", "best"),
@@ -225,6 +237,7 @@ def test_a_failure_inside_finish_leaves_no_partial_rows(db_url):
     with session_scope(db_url) as session:
         assert count(session, SliceResult) == 0
         assert count(session, TestSummary) == 0
+        assert count(session, VolumeResult) == 0
         assert count(session, Artifact) == 0
     assert run_row(db_url, run_id).status == "running"
 

@@ -198,6 +198,16 @@ def test_slices_artifacts_and_detail(populated, session):
     assert "data" not in queries.run_artifacts(session, run_id=run_id, with_data=False)[0]
     detail = queries.run_detail(session, run_id=run_id)
     assert detail["test"]["dice"] == populated["truth"][run_id]["dice"]
+    assert (detail["test"]["nsd"], detail["test"]["hd95"]) == (81.0, 2.5)
+    other = populated["ids"][1]
+    volumes = queries.volume_results(session, run_ids=[other, run_id])
+    assert all(tuple(v) == queries.VOLUME_COLUMNS for v in volumes)
+    # make_outcome(n_slices=6): volumes of 4 and 2 slices, the last HD95 undefined
+    assert [tuple(v.values()) for v in volumes] == [
+        (rid, v, 4 - 2 * v, 85.0 + v, 80.0 + v, None if v == 1 else 2.0)
+        for rid in sorted([run_id, other])
+        for v in (0, 1)
+    ]
     assert detail["sweep"] == "test-sweep" and detail["status"] == "succeeded"
     with pytest.raises(UnknownRun, match="424242"):
         queries.run_detail(session, run_id=424242)

@@ -266,7 +266,7 @@ def test_mesh_of_predicted_lungs(trained, tmp_path):
 
 
 def test_predict_against_a_reference_mask(trained, tmp_path):
-    from worker.inference.boundary import boundary_metrics
+    from worker.training.boundary import boundary_metrics
 
     ct = trained["data"] / "rp_im" / "1.nii.gz"
     truth_path = trained["data"] / "rp_lung_msk" / "1.nii.gz"
@@ -288,3 +288,18 @@ def test_predict_against_a_reference_mask(trained, tmp_path):
     assert reference["hd95"] == pytest.approx(fractions["hd95"])
     assert reference["units"] == {"dice": "percent", "nsd": "percent", "hd95": "mm"}
     assert 50 < reference["dice"] <= 100 and 0 < reference["nsd"] <= 100
+    assert reference["boundary_mode"] == "surface-area"
+    # The table names the mode; the border-voxel mode is one option away.
+    table = CliRunner().invoke(
+        load_commands(),
+        ["predict", "--model", str(trained["model"]), "--input", str(ct), "--output", str(out),
+         "--reference", str(truth_path), "--boundary-mode", "border-voxel"],
+    )  # fmt: skip
+    assert table.exit_code == 0, table.output
+    assert "(border-voxel surfaces)" in table.stdout
+    bad = CliRunner().invoke(
+        load_commands(),
+        ["predict", "--model", str(trained["model"]), "--input", str(ct), "--output", str(out),
+         "--reference", str(truth_path), "--boundary-mode", "mesh"],
+    )  # fmt: skip
+    assert bad.exit_code != 0 and "Unknown --boundary-mode 'mesh'" in bad.output

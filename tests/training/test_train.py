@@ -230,6 +230,10 @@ def test_cli_train_writes_results_and_labels_synthetic(synthetic_data, tmp_path)
     summary = json.loads(out.stdout)
     assert summary["synthetic"] is True and summary["test_slices"] > 0
     assert 0 <= summary["dice"] <= 100
+    # per-volume metrics of the 2 test volumes, measured as the protocol says
+    assert [v["volume"] for v in summary["volumes"]] == [0, 1]
+    assert 0 <= summary["nsd"] <= 100 and summary["boundary_mode"] == "surface-area"
+    assert summary["nsd_tolerance_mm"] == 2.0
     assert (tmp_path / "a" / "epochs.csv").read_text().count("\n") == 3
     assert "SYNTHETIC" in out.stderr
     # the preset, with the options given beside it overriding it, is what trained
@@ -277,6 +281,25 @@ def test_cli_train_bad_names_and_bad_data(synthetic_data, tmp_path):
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert not (tmp_path / "runs.db").exists()  # refused before anything was written
+    for option, value in (("--nsd-tolerance-mm", "-1"), ("--boundary-mode", "mesh")):
+        out = _cli(
+            "train",
+            "--data",
+            str(synthetic_data),
+            "--experiment",
+            "lung-segmentation",
+            "--architecture",
+            "unet",
+            "--encoder",
+            "resnet18",
+            option,
+            value,
+            "--db",
+            f"sqlite:///{tmp_path / 'runs.db'}",
+        )
+        assert out.returncode == 1 and "Traceback" not in out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+        assert not (tmp_path / "runs.db").exists()
 
 
 def test_cli_train_imagenet_without_local_weights_is_refused_before_any_row(

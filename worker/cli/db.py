@@ -88,7 +88,7 @@ def _wide_table(rows: list[dict], title: str) -> Table:
     table = Table(title=title)
     for key in WIDE_COLUMNS:
         table.add_column(key, justify="right" if key in ("id", "seed", "epoch") else "left")
-    for key in ("dice %", "sensitivity %", "specificity %"):
+    for key in ("dice %", "sensitivity %", "specificity %", "NSD %", "HD95 mm"):
         table.add_column(key, justify="right")
     for row in rows:
         table.add_row(
@@ -104,6 +104,8 @@ def _wide_table(rows: list[dict], title: str) -> Table:
             _cell(row["dice"]),
             _cell(row["sensitivity"]),
             _cell(row["specificity"]),
+            _cell(row["nsd"]),
+            _cell(row["hd95"]),
         )
     return table
 

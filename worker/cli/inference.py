@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from db.protocol import BOUNDARY_MODES
 from worker.cli.app import app
 from worker.cli.options import FormatOpt, check_format, fail, print_json, user_errors
 from worker.cli.results import export_app
@@ -34,6 +35,13 @@ def predict(
         typer.Option(help="Ground-truth mask: also report Dice and NSD (percent), HD95 (mm)."),
     ] = None,
     tolerance_mm: Annotated[float, typer.Option(help="NSD tolerance in mm (above 0).")] = 2.0,
+    boundary_mode: Annotated[
+        str,
+        typer.Option(
+            help="Surface of NSD/HD95: surface-area (area-weighted surfels, default) "
+            "or border-voxel (border voxels weighing one)."
+        ),
+    ] = "surface-area",
     format: FormatOpt = "table",
 ) -> None:
     """Segment every axial slice of a CT volume with a saved model (CPU by default)."""
@@ -42,12 +50,19 @@ def predict(
     check_format(format)
     if not tolerance_mm > 0:
         fail(f"--tolerance-mm must be above 0, got {tolerance_mm:g}.")
+    if boundary_mode not in BOUNDARY_MODES:
+        fail(
+            f"Unknown --boundary-mode '{boundary_mode}'; expected one of: "
+            f"{', '.join(BOUNDARY_MODES)}."
+        )
     with user_errors():
         summary = predict_file(
             model, input, output, lung_model_dir=lung_model, device=device, batch_size=batch_size
         )
         if reference is not None:
-            summary["reference"] = _against_reference(output, reference, tolerance_mm)
+            summary["reference"] = _against_reference(
+                output, reference, tolerance_mm, boundary_mode
+            )
     if format == "json":
         print_json(summary)
         return
@@ -64,18 +79,21 @@ def predict(
     )
     if reference is not None:
         r = summary["reference"]
+        hd = "undefined (one mask empty)" if r["hd95"] is None else f"{r['hd95']:.2f} mm"
         typer.echo(
             f"against {reference}: Dice {r['dice']:.2f}%, NSD@{tolerance_mm:g}mm "
-            f"{r['nsd']:.2f}%, HD95 {r['hd95']:.2f} mm"
+            f"{r['nsd']:.2f}%, HD95 {hd} ({r['boundary_mode']} surfaces)"
         )
 
 
-def _against_reference(output: Path, reference: Path, tolerance_mm: float) -> dict:
+def _against_reference(output: Path, reference: Path, tolerance_mm: float, mode: str) -> dict:
+    import math
+
     import nibabel as nib
     import numpy as np
 
-    from worker.inference.boundary import boundary_metrics
     from worker.inference.predict import PredictError
+    from worker.training.boundary import boundary_metrics
 
     if not reference.is_file():
         raise PredictError(f"Reference mask {reference} does not exist.")
@@ -91,13 +109,15 @@ def _against_reference(output: Path, reference: Path, tolerance_mm: float) -> di
             f"{pred.shape}."
         )
     spacing = [float(z) for z in pred_img.header.get_zooms()[:3]]
-    metrics = boundary_metrics(truth, pred, spacing, tolerance_mm)
+    metrics = boundary_metrics(truth, pred, spacing, tolerance_mm, mode)
     # Percent, like every Dice segbench reports (train, status, the dashboard).
+    hd95 = metrics["hd95"]
     return {
         "dice": 100 * metrics["dice"],
         "nsd": 100 * metrics["nsd"],
-        "hd95": metrics["hd95"],
+        "hd95": hd95 if math.isfinite(hd95) else None,  # None: exactly one mask is empty
         "tolerance_mm": metrics["tolerance_mm"],
+        "boundary_mode": mode,
         "units": {"dice": "percent", "nsd": "percent", "hd95": "mm"},
     }
 

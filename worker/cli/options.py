@@ -165,3 +165,16 @@ def emit(fmt: str, document: Any, text: str) -> None:
         print_json(document)
     else:
         typer.echo(text)
+
+
+# Per-volume boundary metrics of the test pass (db.protocol: nsd_tolerance_mm,
+# boundary_mode); the protocol checks the values.
+NsdToleranceOpt = Annotated[
+    float | None, typer.Option("--nsd-tolerance-mm", help="NSD tolerance in mm (default 2).")
+]
+BoundaryModeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--boundary-mode", help="NSD/HD95 surfaces: surface-area (default) or border-voxel."
+    ),
+]

@@ -19,6 +19,7 @@ from worker.cli.options import (
     ArchitectureOpt,
     AugmentModeOpt,
     BatchSizeOpt,
+    BoundaryModeOpt,
     BrokerOpt,
     DbOpt,
     EncoderOpt,
@@ -30,6 +31,7 @@ from worker.cli.options import (
     InitOpt,
     LossOpt,
     MetricModeOpt,
+    NsdToleranceOpt,
     PrecisionOpt,
     PresetOpt,
     RunIdsArg,
@@ -65,6 +67,8 @@ def submit(
         list[int] | None,
         typer.Option("--seed", help="Seed(s); repeat for several runs per grid cell (default 0)."),
     ] = None,
+    nsd_tolerance_mm: NsdToleranceOpt = None,
+    boundary_mode: BoundaryModeOpt = None,
     data: Annotated[
         Path | None, typer.Option("--data", help="Dataset folder (default: SEGBENCH_DATA_DIR).")
     ] = None,
@@ -102,6 +106,8 @@ def submit(
             augment_mode=augment_mode,
             precision=precision,
             test_resize=test_resize,
+            nsd_tolerance_mm=nsd_tolerance_mm,
+            boundary_mode=boundary_mode,
         )
         seeds = check_seeds(seed)
         db_url = database_url(db)

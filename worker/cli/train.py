@@ -15,12 +15,14 @@ from worker.cli.app import app
 from worker.cli.options import (
     AugmentModeOpt,
     BatchSizeOpt,
+    BoundaryModeOpt,
     DbOpt,
     EpochsOpt,
     FormatOpt,
     ImageSizeOpt,
     LossOpt,
     MetricModeOpt,
+    NsdToleranceOpt,
     PrecisionOpt,
     PresetOpt,
     TestResizeOpt,
@@ -49,6 +51,8 @@ def train(
     precision: PrecisionOpt = None,
     test_resize: TestResizeOpt = None,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    nsd_tolerance_mm: NsdToleranceOpt = None,
+    boundary_mode: BoundaryModeOpt = None,
     artifacts: Annotated[
         Path | None, typer.Option(help="Output folder (default: <artifacts dir>/<run id>).")
     ] = None,
@@ -86,6 +90,8 @@ def train(
             augment_mode=augment_mode,
             precision=precision,
             test_resize=test_resize,
+            nsd_tolerance_mm=nsd_tolerance_mm,
+            boundary_mode=boundary_mode,
         )
         resolve_device(device)  # refuse before any row is written
         # Missing ImageNet weights are downloaded now (with a progress bar), or, when
@@ -126,3 +132,10 @@ def train(
         f"results in {result.artifacts_dir}\nprotocol {protocol.hash()} (seed {protocol.seed}): "
         f"{protocol_line(protocol)}"
     )
+    if summary.get("nsd") is not None:
+        hd = "-" if summary["hd95"] is None else f"{summary['hd95']:.2f} mm"
+        typer.echo(
+            f"mean over {len(summary['volumes'])} test volume(s): NSD@"
+            f"{summary['nsd_tolerance_mm']:g}mm {summary['nsd']:.2f}%, HD95 {hd} "
+            f"({summary['boundary_mode']} surfaces)"
+        )

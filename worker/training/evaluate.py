@@ -15,6 +15,7 @@ from worker.data.layout import sha256_file
 from worker.data.preprocess import HU_MEAN, HU_STD
 from worker.training import metrics, models
 from worker.training.device import to_tensor
+from worker.training.volumes import VolumeScorer, mean_defined
 
 CHECKPOINT_BEST = "checkpoint_best"
 
@@ -54,11 +55,17 @@ def evaluate(
     metric_mode: str = "standard",
     batch_size: int = 8,
     gallery: list[int] | None = None,
+    spacing: list[tuple[float, float, float]] | None = None,
+    nsd_tolerance_mm: float = 2.0,
+    boundary_mode: str = "surface-area",
 ) -> tuple[TestResult, dict[int, np.ndarray]]:
-    """Per-slice TP/FP/FN/TN and mean Sens/Spec/Dice (percent) on a test split, in fp32.
+    """Per-slice TP/FP/FN/TN and mean Sens/Spec/Dice (percent) on a test split, and
+    per test volume 3-D Dice plus, given each volume's ``spacing`` (rows, columns,
+    slices in mm, as Dataset.test_spacing), NSD and HD95 (worker.training.volumes); in fp32.
 
     Returns the result and the predicted binary masks of the ``gallery`` slices.
-    Counts stay on the device until the last batch (one copy, no per-slice sync).
+    Counts stay on the device until the last batch (one copy, no per-slice sync);
+    with boundary metrics each batch's masks come to the CPU to be scored.
     """
     device = torch.device(device)
     t0 = time.perf_counter()
@@ -66,11 +73,14 @@ def evaluate(
     counts = []
     gallery = sorted(set(gallery or []))
     masks: dict[int, np.ndarray] = {}
+    scorer = VolumeScorer(split, spacing, nsd_tolerance_mm, boundary_mode)
     model.eval()
     with torch.inference_mode():
         for start in range(0, len(x), batch_size):
             prob = model(x[start : start + batch_size]).float()
             counts.append(metrics.confusion_counts(prob, y[start : start + batch_size]))
+            if scorer.wants_masks:
+                scorer.add(start, (prob[:, 0] > 0.5).cpu().numpy())
             for i in gallery:
                 if start <= i < start + prob.shape[0]:
                     masks[i] = (prob[i - start, 0] > 0.5).cpu().numpy()
@@ -88,8 +98,15 @@ def evaluate(
         )
         for i, row in enumerate(c)
     ]
+    volumes = scorer.results(c)
     result = TestResult(
-        slices=slices, metric_mode=metric_mode, seconds=time.perf_counter() - t0, **summary
+        slices=slices,
+        metric_mode=metric_mode,
+        seconds=time.perf_counter() - t0,
+        volumes=volumes,
+        nsd=mean_defined(v.nsd for v in volumes),
+        hd95=mean_defined(v.hd95 for v in volumes),
+        **summary,
     )
     return result, masks
 
@@ -106,6 +123,9 @@ def finish_run(spec, model, dataset, state, parameters_m, recorder, device) -> R
         metric_mode=p.metric_mode,
         batch_size=spec.eval_batch_size,
         gallery=gallery,
+        spacing=dataset.test_spacing,
+        nsd_tolerance_mm=p.nsd_tolerance_mm,
+        boundary_mode=p.boundary_mode,
     )
     best_dir = Path(spec.artifacts_dir) / CHECKPOINT_BEST
     model_cpu = copy.deepcopy(model).to("cpu", memory_format=torch.contiguous_format)
@@ -133,6 +153,8 @@ def finish_run(spec, model, dataset, state, parameters_m, recorder, device) -> R
                 "sensitivity": test.sensitivity,
                 "specificity": test.specificity,
                 "metric_mode": test.metric_mode,
+                "nsd": test.nsd,
+                "hd95": test.hd95,
             },
         },
     )

@@ -103,6 +103,7 @@ class FileRecorder(Recorder):
 
     def finish(self, outcome: RunOutcome) -> None:
         t = outcome.test
+        protocol = self.config.get("protocol") or {}
         summary = {
             "run": self.config.get("run"),
             "dataset": self.config.get("dataset"),
@@ -113,6 +114,11 @@ class FileRecorder(Recorder):
             "sensitivity": t.sensitivity,
             "specificity": t.specificity,
             "pooled_dice": t.pooled_dice,
+            "nsd": t.nsd,
+            "hd95": t.hd95,
+            "boundary_mode": protocol.get("boundary_mode"),
+            "nsd_tolerance_mm": protocol.get("nsd_tolerance_mm"),
+            "volumes": [asdict(v) for v in t.volumes],
             "all_background_dice": all_background_dice(t),
             "test_slices": len(t.slices),
             "best_epoch": outcome.best_epoch,
