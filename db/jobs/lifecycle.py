@@ -93,8 +93,12 @@ def submit(
     sweep: str,
     data_dir: str,
     dataset: dict[str, Any],
+    models: dict[str, dict[str, Any]] | None = None,
 ) -> list[int]:
     """Enqueue `specs` under `sweep`; runs that already exist are left alone.
+
+    `models`: the provenance of each user model (by reference) the specs name, kept
+    in its runs' config as "model".
 
     Returns the ids of all selected runs (new or not), in the order of `specs`; its
     `created` holds the ids this call inserted (what needs a message to the broker).
@@ -139,7 +143,13 @@ def submit(
             **spec.to_dict(),
             "seed": protocol.seed,
             "protocol_hash": protocol_hash,
-            "config": {"spec": spec.to_dict(), "protocol": protocol.to_dict(), "sweep": sweep},
+            "config": {
+                "spec": spec.to_dict(),
+                "protocol": protocol.to_dict(),
+                "sweep": sweep,
+                "paper": spec.paper,
+                **({"model": models[spec.encoder]} if spec.custom and models else {}),
+            },
             "dataset_name": dataset["name"],
             "manifest_hash": dataset.get("manifest_hash"),
             "synthetic": synthetic,
