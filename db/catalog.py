@@ -75,8 +75,16 @@ SMP_ENCODERS: dict[str, str] = {
 
 # smp encoders without ImageNet weights (only other pretraining, or none)
 NO_IMAGENET: frozenset[str] = frozenset(
-    "resnext101_32x4d resnext101_32x16d resnext101_32x32d resnext101_32x48d "
-    "dpn68b dpn92 dpn107 timm-efficientnet-l2".split()
+    [
+        "resnext101_32x4d",
+        "resnext101_32x16d",
+        "resnext101_32x32d",
+        "resnext101_32x48d",
+        "dpn68b",
+        "dpn92",
+        "dpn107",
+        "timm-efficientnet-l2",
+    ]
 )
 
 # families whose downsampling is pooling: no dilated mode (DeepLabV3, V3+, PAN)
@@ -105,9 +113,7 @@ def static_refusal(architecture: str, encoder: str) -> str | None:
     family = SMP_ENCODERS.get(encoder)
     timm = encoder.startswith(TIMM_PREFIX)
     if architecture == "dpt" and not timm:
-        return (
-            f"DPT needs a timm universal ViT encoder (tu-vit_..., say), not '{encoder}'."
-        )
+        return f"DPT needs a timm universal ViT encoder (tu-vit_..., say), not '{encoder}'."
     if architecture in ("deeplabv3", "deeplabv3plus", "pan") and family in _NOT_DILATABLE:
         return (
             f"{SMP_ARCHITECTURES[architecture]} needs an encoder with a dilated mode, and "

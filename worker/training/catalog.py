@@ -63,8 +63,8 @@ def build_refusal(arch: str, encoder: str, image_size: int) -> str | None:
         return refusal
     if encoder.startswith(TIMM_PREFIX) and encoder[len(TIMM_PREFIX) :] not in _timm_models():
         return (
-            f"timm has no model '{encoder[len(TIMM_PREFIX):]}' for the encoder '{encoder}'; "
-            "`python -c \"import timm; print(timm.list_models())\"` lists them."
+            f"timm has no model '{encoder[len(TIMM_PREFIX) :]}' for the encoder '{encoder}'; "
+            '`python -c "import timm; print(timm.list_models())"` lists them.'
         )
     started = time.perf_counter()
     try:
@@ -80,8 +80,9 @@ def build_refusal(arch: str, encoder: str, image_size: int) -> str | None:
             f"{image_size}-pixel slices ({type(error).__name__}: {_first_line(error)})."
         )
     finally:
-        log.debug("build check %s/%s/%d: %.2f s", arch, encoder, image_size,
-                  time.perf_counter() - started)
+        log.debug(
+            "build check %s/%s/%d: %.2f s", arch, encoder, image_size, time.perf_counter() - started
+        )
     if tuple(shape) != (1, 1, image_size, image_size):
         return (
             f"{SMP_ARCHITECTURES[arch]} with the encoder '{encoder}' turns a {image_size}-pixel "

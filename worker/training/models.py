@@ -13,9 +13,9 @@ import json
 import logging
 from pathlib import Path
 
+import safetensors.torch
 import segmentation_models_pytorch as smp
 import torch
-import safetensors.torch
 from safetensors.torch import load_file
 
 from db.catalog import SMP_ARCHITECTURES
@@ -154,7 +154,10 @@ def _load_custom(directory: Path, config: dict) -> torch.nn.Module:
     if config.get("sha256") and provenance.get("sha256") != config["sha256"]:
         log.warning(
             "%s: module %s differs from the one trained (sha256 %s, trained %s)",
-            directory, provenance["module"], provenance.get("sha256"), config["sha256"],
+            directory,
+            provenance["module"],
+            provenance.get("sha256"),
+            config["sha256"],
         )
     safetensors.torch.load_model(model, str(directory / "model.safetensors"))
     model._segbench_provenance = provenance
