@@ -141,6 +141,18 @@ def is_paper(architecture: str, encoder: str) -> bool:
     return architecture in ARCHITECTURES and encoder in ENCODERS
 
 
+# How tables mark a model: the paper's cells bare, other smp cells and user models
+# with a sign of their own (explained under every table that shows them).
+MARKERS = {"paper": "", "smp": "+", "custom": "◆"}
+
+
+def grid_kind(architecture: str, encoder: str) -> str:
+    """ "paper" (one of the 600's cells), "smp" (beyond the paper) or "custom"."""
+    if architecture == CUSTOM:
+        return "custom"
+    return "paper" if is_paper(architecture, encoder) else "smp"
+
+
 def check_encoder(encoder: str) -> str:
     """An smp encoder or a timm universal one (`tu-<timm model name>`)."""
     if is_timm_universal(encoder):

@@ -80,6 +80,17 @@ def test_own_model_trains_beside_a_baseline_and_unimportable_one_fails(
     scored = {r["id"]: r for r in board if r["dice"] is not None}
     assert set(scored) == {baseline[0], own}
 
+    # compared against the sweep's paper-grid baselines (one here: pspnet-resnet18)
+    compared = json.loads(
+        embedded.cli("compare", "--run", str(own), "--against", "mine", "--resamples", "200",
+                     "--format", "json").stdout
+    )  # fmt: skip
+    assert compared["baselines"] == 1 and compared["best_baseline"]["id"] == baseline[0]
+    assert compared["rank"]["of"] == 2 and 1 <= compared["rank"]["low"] <= 2
+    assert compared["run"]["dice"] == pytest.approx(scored[own]["dice"], abs=1e-6)
+    text = embedded.cli("compare", "--run", str(own), "--against", "mine").stdout
+    assert "rank" in text and "Holm" in text
+
     # export and predict in fresh processes, with and without the module importable
     exported = json.loads(
         embedded.cli("export", "models", "--dir", str(tmp_path / "export"), "--sweep", "mine",
