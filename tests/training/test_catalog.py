@@ -152,3 +152,55 @@ def test_beyond_the_paper_trains_end_to_end(cell, tiny_data, tmp_path):
     assert outcome.best_epoch == 1
     assert 0 <= outcome.test.dice <= 100
     assert (tmp_path / "checkpoint_best" / "model.safetensors").is_file()
+
+
+def test_user_model_output_kind_by_attribute_or_probe(monkeypatch):
+    from pathlib import Path
+
+    from worker.training import custom
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "fixtures"))
+    logits = custom.check("tiny_model:build", 64)
+    assert (logits["output"], logits["output_from"]) == ("logits", "attribute")
+    probs = custom.check("tiny_model:build_probabilities", 64)
+    assert (probs["output"], probs["output_from"]) == ("probabilities", "probe")
+    model, _ = custom.build("tiny_model:build")
+    assert isinstance(model, custom.WithSigmoid)  # logits get a sigmoid
+    with pytest.raises(custom.ModelImportError, match=r"no function 'nothing'\.$"):
+        custom.check("tiny_model:nothing", 64)
+
+
+def test_entry_point_shows_up_by_name_with_its_package_version(tmp_path, monkeypatch):
+    """An installed package (a dist-info folder on sys.path, as pip writes it) that
+    registers a `segbench.models` entry point."""
+    import shutil
+    from pathlib import Path
+
+    from worker.training import custom
+
+    shutil.copy(Path(__file__).resolve().parents[1] / "fixtures" / "tiny_model.py", tmp_path)
+    info = tmp_path / "tinylab-1.2.3.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: tinylab\nVersion: 1.2.3\n")
+    (info / "entry_points.txt").write_text("[segbench.models]\ntiny = tiny_model:build\n")
+    (info / "top_level.txt").write_text("tiny_model\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert custom.entry_points()["tiny"] == "tiny_model:build"
+    provenance = custom.check("tiny", 64)
+    assert provenance["name"] == "tiny" and provenance["module"] == "tiny_model"
+    assert (provenance["package"], provenance["version"]) == ("tinylab", "1.2.3")
+    with pytest.raises(custom.ModelImportError, match="No `segbench.models` entry point"):
+        custom.check("not-registered", 64)
+
+
+def test_readme_example_model_builds_and_declares_logits(monkeypatch):
+    from pathlib import Path
+
+    from worker.training import custom
+
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    monkeypatch.syspath_prepend(str(examples))
+    code = [line for line in (examples / "tiny_unet.py").read_text().splitlines() if line.strip()]
+    assert len(code) <= 40
+    provenance = custom.check("tiny_unet:build", 64)
+    assert (provenance["output"], provenance["output_from"]) == ("logits", "attribute")
