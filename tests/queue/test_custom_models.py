@@ -115,3 +115,32 @@ def test_own_model_trains_beside_a_baseline_and_unimportable_one_fails(
     assert proc.returncode == 1
     assert "needs its builder tiny_model:build importable" in proc.stderr
     assert not out.exists()
+
+
+def test_worker_refuses_a_module_that_changed_since_submit(tmp_path, synthetic_data, monkeypatch):
+    """The worker's copy of the module must have the sha256 recorded at submit."""
+    from db import jobs
+    from db import migrate as alembic
+    from db.grid import custom_specs
+    from db.protocol import Protocol
+    from db.session import dispose_engine, session_scope
+    from worker.data import dataset_info
+    from worker.queue.runner import check_model
+    from worker.training import custom
+
+    monkeypatch.syspath_prepend(str(FIXTURE.parent))
+    url = f"sqlite:///{tmp_path / 'segbench.db'}"
+    alembic.upgrade(url)
+    (spec,) = custom_specs("tiny_model:build", ["lung-segmentation"])
+    submitted = {**custom.check("tiny_model:build", 64), "sha256": "0" * 64}
+    try:
+        with session_scope(url) as session:
+            (run_id,) = jobs.submit(
+                session, specs=[spec], protocol=Protocol(epochs=1, image_size=64),
+                sweep="changed", data_dir=str(synthetic_data),
+                dataset=dataset_info(synthetic_data), models={spec.encoder: submitted},
+            )  # fmt: skip
+        with pytest.raises(custom.ModelImportError, match=r"is not the code submitted"):
+            check_model(url, run_id, spec)
+    finally:
+        dispose_engine(url)
