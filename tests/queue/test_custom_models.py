@@ -80,6 +80,11 @@ def test_own_model_trains_beside_a_baseline_and_unimportable_one_fails(
     scored = {r["id"]: r for r in board if r["dice"] is not None}
     assert set(scored) == {baseline[0], own}
 
+    # Table 2 shows the model beside the baseline, marked
+    table = embedded.cli("export", "table", "--sweep", "mine", "--format", "markdown").stdout
+    assert "◆ tiny_model:build" in table and "resnet18" in table
+    assert "a user's own model" in table
+
     # compared against the sweep's paper-grid baselines (one here: pspnet-resnet18)
     compared = json.loads(
         embedded.cli("compare", "--run", str(own), "--against", "mine", "--resamples", "200",
