@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from db.errors import InvalidInput, SweepConflict
 from db.grid import RunSpec
+from db.jobs import _shared
 from db.jobs._shared import NO_SYNC, lease_until, require_run, unknown_run, upsert_insert
 from db.models import Run, Sweep, utcnow
 from db.protocol import Protocol
@@ -97,8 +98,7 @@ def submit(
 ) -> list[int]:
     """Enqueue `specs` under `sweep`; runs that already exist are left alone.
 
-    `models`: the provenance of each user model (by reference) the specs name, kept
-    in its runs' config as "model".
+    `models`: user models' provenance by reference, kept in their runs' config.
 
     Returns the ids of all selected runs (new or not), in the order of `specs`; its
     `created` holds the ids this call inserted (what needs a message to the broker).
@@ -143,13 +143,7 @@ def submit(
             **spec.to_dict(),
             "seed": protocol.seed,
             "protocol_hash": protocol_hash,
-            "config": {
-                "spec": spec.to_dict(),
-                "protocol": protocol.to_dict(),
-                "sweep": sweep,
-                "paper": spec.paper,
-                **({"model": models[spec.encoder]} if spec.custom and models else {}),
-            },
+            "config": _shared.submit_config(spec, protocol, sweep, models),
             "dataset_name": dataset["name"],
             "manifest_hash": dataset.get("manifest_hash"),
             "synthetic": synthetic,
