@@ -10,6 +10,7 @@ import streamlit as st
 from dashboard import common, data
 from db.grid import ARCHITECTURES, ENCODERS, EXPERIMENTS, FAMILIES, INITS
 from db.models import RUN_STATUSES
+from worker.results.baselines import MARKER_NOTE, marked
 from worker.results.seeds import STD_DDOF, over_seeds
 from worker.results.tables import DEFAULT_DDOF, best_mask, std_note, table2
 
@@ -17,6 +18,7 @@ COLUMNS = {
     "id": "run",
     "sweep": "sweep",
     "experiment": "experiment",
+    "grid": "grid",
     "architecture": "architecture",
     "encoder": "encoder",
     "family": "family",
@@ -69,8 +71,13 @@ with st.expander("Filters", expanded=True, icon=":material/filter_list:"):
         "status": f[2].multiselect("Status", RUN_STATUSES, key="lb_status"),
     }
     sort = f[3].selectbox("Sort by", list(SORTS), format_func=SORTS.get, key="lb_sort")
+    paper_only = f[0].checkbox("Paper grid only", key="lb_paper_only")
 
 board = common.load(data.leaderboard, url, data.filters_key(**chosen))
+if not board.empty:
+    board = marked(board)
+    if paper_only:
+        board = board[board["grid"] == "paper"]
 if board.empty:
     st.info("No run matches these filters.")
     st.stop()
@@ -83,6 +90,7 @@ st.caption(
     f"{len(board)} runs, {int(scored.sum())} with test results. Sens, Spec and Dice are the "
     "mean over test slices, in percent; NSD (percent, at the protocol's tolerance) and HD95 "
     "(mm) the mean over test volumes. The best value of each column is highlighted."
+    + (f" {MARKER_NOTE}" if (board["grid"] != "paper").any() else "")
 )
 
 

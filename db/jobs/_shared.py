@@ -40,3 +40,18 @@ def require_run(session: Session, run_id: int) -> None:
 def lease_until(lease_seconds: int | None, now: datetime) -> datetime:
     seconds = get_settings().lease_seconds if lease_seconds is None else lease_seconds
     return now + timedelta(seconds=seconds)
+
+
+def submit_config(spec, protocol, sweep: str, models: dict | None, seed: int) -> dict[str, Any]:
+    """A queued run's config: its spec, protocol (with the run's own seed), sweep,
+    whether it is one of the paper's cells, and a user model's provenance (by
+    reference, from `models`)."""
+    config = {
+        "spec": spec.to_dict(),
+        "protocol": {**protocol.to_dict(), "seed": seed},
+        "sweep": sweep,
+        "paper": spec.paper,
+    }
+    if spec.custom and models:
+        config["model"] = models[spec.encoder]
+    return config

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from db.errors import InvalidInput, SweepConflict
 from db.grid import RunSpec
+from db.jobs import _shared
 from db.jobs._shared import NO_SYNC, lease_until, require_run, unknown_run, upsert_insert
 from db.models import Run, Sweep, utcnow
 from db.protocol import Protocol
@@ -95,6 +96,7 @@ def submit(
     data_dir: str,
     dataset: dict[str, Any],
     seeds: Sequence[int] | None = None,
+    models: dict[str, dict[str, Any]] | None = None,
 ) -> list[int]:
     """Enqueue `specs` x `seeds` (default: the protocol's seed) under `sweep`; runs that
     already exist are left alone. Returns the ids of all selected runs (new or not),
@@ -103,7 +105,8 @@ def submit(
 
     The sweep stores the protocol without the per-run seed (runs differing only by
     seed share its hash); a sweep stored under an older hash of the same protocol
-    keeps that hash for its new runs.
+    keeps that hash for its new runs. `models`: user models' provenance by reference,
+    kept in their runs' config.
     """
     check_sweep_name(sweep)
     seeds = [replace(protocol, seed=int(s)).seed for s in dict.fromkeys(seeds or [protocol.seed])]
@@ -145,11 +148,7 @@ def submit(
             **spec.to_dict(),
             "seed": seed,
             "protocol_hash": protocol_hash,
-            "config": {
-                "spec": spec.to_dict(),
-                "protocol": {**protocol.to_dict(), "seed": seed},
-                "sweep": sweep,
-            },
+            "config": _shared.submit_config(spec, protocol, sweep, models, seed),
             "dataset_name": dataset["name"],
             "manifest_hash": dataset.get("manifest_hash"),
             "synthetic": synthetic,

@@ -71,7 +71,8 @@ def test_cli_grid_json_is_600():
     assert out.returncode == 0, out.stderr
     rows = json.loads(out.stdout)
     assert len(rows) == 600
-    assert set(rows[0]) == {"experiment", "architecture", "encoder", "family", "init"}
+    assert set(rows[0]) == {"experiment", "architecture", "encoder", "family", "init", "paper"}
+    assert all(r["paper"] is True for r in rows)
     out = _cli("grid", "--format", "json", "--family", "dpn", "--init", "imagenet")
     assert len(json.loads(out.stdout)) == 3 * 4 * 2
 

@@ -1,7 +1,11 @@
-"""`segbench grid`: the paper's 600 runs, filtered."""
+"""`segbench grid`: the paper's 600 runs, filtered; `--all`: every run smp 0.6 can be
+asked for by name. Each row says whether it is one of the paper's (`paper`)."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
+import typer
 from rich.console import Console
 from rich.table import Table
 
@@ -13,6 +17,7 @@ from worker.cli.options import (
     FamilyOpt,
     FormatOpt,
     InitOpt,
+    catalog_selection,
     check_format,
     print_json,
     selection,
@@ -28,11 +33,20 @@ def grid(
     encoder: EncoderOpt = None,
     family: FamilyOpt = None,
     init: InitOpt = None,
+    all_: Annotated[
+        bool,
+        typer.Option(
+            "--all",
+            help="Every architecture x encoder smp 0.6 can be asked for (tu-<timm name> "
+            "encoders are accepted too but not listed); image sizes are checked at submit.",
+        ),
+    ] = False,
     format: FormatOpt = "table",
 ) -> None:
-    """List (and filter) the 600 runs of the paper's grid."""
-    specs = selection(experiment, architecture, encoder, family, init)
-    rows = [{k: s.to_dict()[k] for k in GRID_KEYS} for s in specs]
+    """List (and filter) the 600 runs of the paper's grid (--all: beyond it)."""
+    choose = catalog_selection if all_ else selection
+    specs = choose(experiment, architecture, encoder, family, init)
+    rows = [{**{k: s.to_dict()[k] for k in GRID_KEYS}, "paper": s.paper} for s in specs]
     check_format(format)
     if format == "json":
         print_json(rows)
@@ -40,6 +54,7 @@ def grid(
     table = Table(title=f"{len(rows)} runs")
     for col in GRID_KEYS:
         table.add_column(col)
+    table.add_column("paper")
     for r in rows:
-        table.add_row(*r.values())
+        table.add_row(*(str(v) if isinstance(v, bool) else v for v in r.values()))
     Console().print(table)

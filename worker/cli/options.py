@@ -16,7 +16,7 @@ from sqlalchemy import make_url
 
 from db.engine import is_sqlite, normalize_url
 from db.errors import SegbenchError
-from db.grid import RunSpec, expand
+from db.grid import RunSpec, custom_specs, expand, expand_all
 from db.presets import resolve
 from db.settings import get_settings
 
@@ -116,6 +116,22 @@ def selection(experiment, architecture, encoder, family, init) -> list[RunSpec]:
     """The grid runs the filter options select."""
     with user_errors():
         return expand(experiment, architecture, encoder, family, init)
+
+
+def model_selection(model, experiment, architecture, encoder, family, init) -> list[RunSpec]:
+    """The runs of a user's model (`--model`, one per experiment), else the grid's."""
+    if model is None:
+        return selection(experiment, architecture, encoder, family, init)
+    if architecture or encoder or family or init:
+        fail("--model trains your model; it takes --experiment, not grid filters.")
+    with user_errors():
+        return custom_specs(model, experiment)
+
+
+def catalog_selection(experiment, architecture, encoder, family, init) -> list[RunSpec]:
+    """What smp 0.6 can be asked for by name (db.grid.expand_all)."""
+    with user_errors():
+        return expand_all(experiment, architecture, encoder, family, init)
 
 
 def database_url(db: str | None) -> str:

@@ -39,8 +39,8 @@ from worker.cli.options import (
     database_url,
     emit,
     fail,
+    model_selection,
     protocol_from_options,
-    selection,
     user_errors,
 )
 
@@ -75,6 +75,14 @@ def submit(
     sweep: Annotated[
         str | None, typer.Option("--sweep", help="Sweep name (default: dataset + protocol hash).")
     ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="Your own model instead of grid cells: module:function or a segbench.models "
+            "entry point name (docs/models.md); one run per selected experiment.",
+        ),
+    ] = None,
     allow_missing_weights: Annotated[
         bool,
         typer.Option(
@@ -94,7 +102,7 @@ def submit(
     """
     from worker.queue import service  # Celery and the data stack: only when submitting
 
-    specs = selection(experiment, architecture, encoder, family, init)
+    specs = model_selection(model, experiment, architecture, encoder, family, init)
     with user_errors():
         protocol = protocol_from_options(
             preset,

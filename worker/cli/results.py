@@ -97,6 +97,7 @@ def export_table(
 
     One table holds runs of one protocol on one dataset: a selection that spans sweeps
     with different protocols or data is refused (choose one with --sweep)."""
+    from worker.results.baselines import MARKER_NOTE, marked
     from worker.results.frames import ExportError, results_frame
     from worker.results.tables import (
         DEFAULT_DDOF,
@@ -126,12 +127,15 @@ def export_table(
         if df.empty:
             raise ExportError("No succeeded run matches the selection; the table would be empty.")
         check_one_protocol(df, sweeps)
+        df = marked(df)
         text = render(table2(df, ddof=ddof), format)
     notes = [
         f"protocol {h}: {protocol_line(p)}"
         for h, p in dict(zip(df["protocol_hash"], df["protocol"], strict=True)).items()
     ]
     notes.append(f"{metric_mode} metrics; {std_note(ddof)}")
+    if (df["grid"] != "paper").any():
+        notes.append(MARKER_NOTE)
     if df["synthetic"].any():
         notes.insert(0, "SYNTHETIC data: these numbers are not results on real CT")
     prefix = {"csv": "# ", "latex": "% "}.get(format, "> ")
@@ -189,15 +193,27 @@ def compare(
     experiment: Annotated[str | None, typer.Option(help="Experiment (with --sweep).")] = None,
     resamples: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 2000,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+    run: Annotated[
+        int | None, typer.Option("--run", help="One run against the baselines of --against.")
+    ] = None,
+    against: Annotated[
+        str | None, typer.Option("--against", help="The sweep whose runs are the baselines.")
+    ] = None,
+    all_baselines: Annotated[
+        bool, typer.Option("--all-baselines", help="Not only the paper's grid cells.")
+    ] = False,
     db: DbOpt = None,
     format: FormatOpt = "table",
 ) -> None:
-    """Compare two runs, or every pair of a sweep's runs, on their shared test slices.
+    """Compare two runs, or every pair of a sweep's runs, on their shared test slices;
+    or (--run ID --against SWEEP) one run's rank among a sweep's baselines.
 
     Two runs: mean Dice with bootstrap 95% CI, paired Wilcoxon signed-rank p-value,
     per-volume (3-D) Dice, both metric modes. A sweep: all pairs of one experiment,
     p-values Holm-corrected."""
     check_format(format)
+    if run is not None or against is not None:
+        return _against(run, against, not all_baselines, resamples, seed, db, format)
     if bool(runs) == bool(sweep):
         fail("Give two run ids (segbench compare RUN_A RUN_B) or --sweep NAME --experiment E.")
     if runs and len(runs) != 2:
@@ -216,3 +232,18 @@ def compare(
         print_json(result)
         return
     (show_pair if runs else show_sweep)(result)
+
+
+def _against(run, against, paper_only, resamples, seed, db, format) -> None:
+    if run is None or against is None:
+        fail("Give both --run ID and --against SWEEP.")
+    from worker.results.baselines import compare_to_baselines, describe
+
+    with user_errors(), session_scope(existing_database_url(db)) as session:
+        result = compare_to_baselines(
+            session, run, against, paper_only=paper_only, n_resamples=resamples, seed=seed
+        )
+    if format == "json":
+        print_json(result)
+    else:
+        typer.echo(describe(result))

@@ -17,13 +17,14 @@ from pathlib import Path
 
 import torch
 
-from db import jobs
+from db import jobs, queries
 from db.errors import SegbenchError, UnknownRun
 from db.session import session_scope
-from db.settings import get_settings
+from db.settings import get_settings, worker_host
 from worker.data.errors import DataError
 from worker.queue import weights
 from worker.queue.lease import Heartbeat, LeasedRecorder, LeaseLost, with_retries
+from worker.training import custom
 from worker.training.recorder import Cancelled, Recorder, TeeRecorder
 from worker.training.trainer import TrainSpec, fit
 
@@ -104,6 +105,7 @@ def execute(
     try:
         with Heartbeat(recorder, interval=heartbeat_interval(settings)):
             weights.prepare(database_url, run_id, worker, claimed.spec)
+            check_model(database_url, run_id, claimed.spec)
             _train(claimed, recorder, settings, artifacts_dir, device, recorders)
     except LeaseLost as error:
         log.warning("%s; leaving it to its new holder", error)
@@ -128,6 +130,23 @@ def execute(
         )
         return FAILED
     return SUCCEEDED
+
+
+def check_model(database_url, run_id: int, spec) -> None:
+    """A user's model must import on this worker and be the code that was submitted
+    (same sha256 of its module); ModelImportError with one sentence otherwise."""
+    if not spec.custom:
+        return
+    provenance = custom.resolve(spec.encoder)[1]
+    with session_scope(database_url) as session:
+        submitted = (queries.run_detail(session, run_id=run_id)["config"] or {}).get("model")
+    want = (submitted or {}).get("sha256")
+    if want and provenance["sha256"] and provenance["sha256"] != want:
+        raise custom.ModelImportError(
+            f"Module '{provenance['module']}' on host {worker_host()} is not the code submitted "
+            f"for run {run_id} (sha256 {provenance['sha256'][:12]}, submitted {want[:12]}); "
+            "install the submitted version there, or submit the new one to another sweep."
+        )
 
 
 def heartbeat_interval(settings) -> float:

@@ -28,6 +28,7 @@ from worker.data.layout import read_layout
 from worker.data.nifti import verify
 from worker.queue import broker, runner, weights
 from worker.queue.broker import BrokerError
+from worker.training import catalog, custom
 from worker.training.recorder import Cancelled, Recorder
 
 
@@ -65,6 +66,7 @@ def train_in_process(
     url = url or settings.database_url
     sweep = sweep or default_sweep_name(protocol)
     info = dataset_info(data_dir)
+    models = check_models([run], protocol)
     with session_scope(url) as session:
         run_id = jobs.submit(
             session,
@@ -73,6 +75,7 @@ def train_in_process(
             sweep=sweep,
             data_dir=str(Path(data_dir).resolve()),
             dataset=info,
+            models=models,
         )[0]
         uid = queries.run_detail(session, run_id=run_id)["uid"]
     out = Path(artifacts_dir) if artifacts_dir else runner.artifact_folder(run_id, uid)
@@ -142,6 +145,7 @@ def submit_runs(
     Returns {"sweep", "runs": ids of all selected runs (spec by spec, seed by seed),
     "published": ids sent, "protocol": the sweep's protocol (without the per-run seed),
     "seeds", "weights": which ImageNet encoders are cached (worker.queue.weights)}."""
+    models = check_models(specs, protocol)
     found = weights.check_before_submit(specs, allow_missing=allow_missing_weights)
     if sweep is not None:
         jobs.check_sweep_name(sweep)
@@ -158,6 +162,7 @@ def submit_runs(
             data_dir=str(data),
             dataset=dataset,
             seeds=seeds,
+            models=models,
         )
         # Only the runs this call created get a message: a second identical submit
         # sends none. A queued run whose message was lost is the reaper's to resend.
@@ -203,6 +208,17 @@ def add_seeds(
     publish_queued(queued)
     sweeps = sorted({g["sweep"] for g in groups})
     return {"runs": ids, "created": sorted(created), "published": queued, "sweeps": sweeps}
+
+
+def check_models(specs: Sequence[RunSpec], protocol: Protocol) -> dict[str, dict]:
+    """Refuse, before anything is written, a run smp cannot build at the protocol's
+    image size or a user model that cannot be imported and built here (one sentence);
+    returns the provenance of each user model, by reference."""
+    catalog.check_buildable(specs, protocol.image_size)
+    return {
+        ref: custom.check(ref, protocol.image_size)
+        for ref in dict.fromkeys(s.encoder for s in specs if s.custom)
+    }
 
 
 def check_dataset_for(data: Path, experiments: set[str]) -> None:

@@ -110,6 +110,7 @@ def export_models(session: Session, dest: Path | str, **filters: Any) -> list[di
     checked = []
     for run, name in zip(rows, names, strict=True):
         folder = name if names.count(name) == 1 else f"{name}-run{run['id']}"
+        folder = folder.replace(":", ".")  # a user model's module:function
         checked.append((run, folder, _checked_source(run, name)))
     dest.mkdir(parents=True, exist_ok=True)
     exported = []

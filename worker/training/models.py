@@ -13,12 +13,14 @@ import json
 import logging
 from pathlib import Path
 
+import safetensors.torch
 import segmentation_models_pytorch as smp
 import torch
 from safetensors.torch import load_file
 
-from db.grid import ARCHITECTURES, RunSpec
-from worker.training import weights
+from db.catalog import SMP_ARCHITECTURES
+from db.grid import RunSpec
+from worker.training import custom, weights
 from worker.training.weights import WeightsError  # noqa: F401 - raised here, imported from here
 
 log = logging.getLogger(__name__)
@@ -43,9 +45,18 @@ def imagenet_weights_path(encoder: str, *, download: bool = False) -> Path:
     return path
 
 
+CUSTOM_CLASS = "segbench-custom"  # config.json's _model_class of a user's model
+
+
 def build_model(spec: RunSpec, *, in_channels: int = 1, classes: int = 1) -> torch.nn.Module:
-    """The paper's model for one grid cell (sigmoid output, one input channel)."""
-    arch = ARCHITECTURES[spec.architecture]
+    """The model of one run (sigmoid output, one input channel): an smp architecture
+    and encoder, or a user's own model (worker.training.custom), which carries its
+    provenance (`provenance_of`)."""
+    if spec.custom:
+        model, provenance = custom.build(spec.encoder, in_channels=in_channels, classes=classes)
+        model._segbench_provenance = provenance
+        return model
+    arch = SMP_ARCHITECTURES[spec.architecture]
     model = smp.create_model(
         arch,
         encoder_name=spec.encoder,
@@ -72,23 +83,38 @@ def load_imagenet_encoder(model: torch.nn.Module, encoder: str, *, in_channels: 
     log.info("loaded ImageNet weights for %s from %s", encoder, path)
 
 
+def provenance_of(model: torch.nn.Module) -> dict | None:
+    """Where a user's model comes from (None for smp models)."""
+    return getattr(model, "_segbench_provenance", None)
+
+
 def count_parameters(model: torch.nn.Module) -> float:
     """Parameters in millions."""
     return sum(p.numel() for p in model.parameters()) / 1e6
 
 
 def first_conv(model: torch.nn.Module) -> torch.nn.Conv2d:
-    """The encoder's first convolution (the paper's Fig. 8 shows its filters)."""
-    for module in model.encoder.modules():
+    """The encoder's first convolution (the paper's Fig. 8 shows its filters); the
+    model's first one for a model without an `encoder`."""
+    for module in getattr(model, "encoder", model).modules():
         if isinstance(module, torch.nn.Conv2d):
             return module
-    raise ValueError("model has no Conv2d layer in its encoder")
+    raise custom.ModelImportError(
+        "The model has no Conv2d layer; segbench records the filters of a model's first "
+        "convolution, so its models need one."
+    )
 
 
 def save_model(model: torch.nn.Module, directory: Path, *, metadata: dict) -> Path:
     """safetensors + config.json (loadable by smp.from_pretrained) + segbench.json."""
     directory.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(directory))
+    provenance = provenance_of(model)
+    if provenance is not None:
+        safetensors.torch.save_model(model, str(directory / "model.safetensors"))
+        config = {"_model_class": CUSTOM_CLASS, "in_channels": 1, "classes": 1, **provenance}
+        (directory / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+    else:
+        model.save_pretrained(str(directory))
     (directory / "segbench.json").write_text(json.dumps(metadata, indent=2, sort_keys=True))
     return directory / "model.safetensors"
 
@@ -98,12 +124,41 @@ def load_model(directory: Path) -> torch.nn.Module:
     network: the config's encoder_weights are ignored, the saved weights are the model."""
     config = json.loads((Path(directory) / "config.json").read_text())
     name = config.pop("_model_class", None)
-    if name not in ARCHITECTURES.values() and not hasattr(smp, str(name)):
+    if name == CUSTOM_CLASS:
+        return _load_custom(Path(directory), config)
+    if name not in SMP_ARCHITECTURES.values():
         raise WeightsError(
             f"{directory / 'config.json'}: unknown model class {name!r}; expected one of "
-            f"{', '.join(ARCHITECTURES.values())}."
+            f"{', '.join(SMP_ARCHITECTURES.values())} or {CUSTOM_CLASS}."
         )
     config["encoder_weights"] = None
     model = getattr(smp, name)(**config)
     model.load_state_dict(load_file(str(Path(directory) / "model.safetensors")))
+    return model
+
+
+def _load_custom(directory: Path, config: dict) -> torch.nn.Module:
+    """A user's model: its builder must be importable here (same module, same code)."""
+    try:
+        model, provenance = custom.build(
+            config["ref"],
+            in_channels=int(config.get("in_channels", 1)),
+            classes=int(config.get("classes", 1)),
+            output=config.get("output"),
+        )
+    except custom.ModelImportError as error:
+        raise custom.ModelImportError(
+            f"Loading the model in {directory} needs its builder {config.get('ref')} "
+            f"importable: {error}"
+        ) from error
+    if config.get("sha256") and provenance.get("sha256") != config["sha256"]:
+        log.warning(
+            "%s: module %s differs from the one trained (sha256 %s, trained %s)",
+            directory,
+            provenance["module"],
+            provenance.get("sha256"),
+            config["sha256"],
+        )
+    safetensors.torch.load_model(model, str(directory / "model.safetensors"))
+    model._segbench_provenance = provenance
     return model

@@ -181,6 +181,8 @@ class RunTrainer:
                     "path": str(spec.data_dir),
                 },
                 "parameters_m": self.parameters_m,
+                "paper": spec.run.paper,
+                "model": models.provenance_of(self.model),
                 "resumed_from": self.resumed_from,
                 "resume_note": self.resume_note,
                 "host": platform.node(),

@@ -37,6 +37,7 @@ from huggingface_hub import hf_hub_download, try_to_load_from_cache
 from safetensors import safe_open
 from tqdm.auto import tqdm
 
+from db.catalog import SMP_ENCODERS
 from db.errors import SegbenchError
 from db.grid import ENCODERS, RunSpec, check_name
 from db.settings import get_settings
@@ -65,8 +66,9 @@ class Source:
 
 
 def source(encoder: str) -> Source:
-    """Where the Hub keeps `encoder`'s ImageNet weights (smp's pinned revision)."""
-    check_name("encoder", encoder, ENCODERS)
+    """Where the Hub keeps `encoder`'s ImageNet weights (smp's pinned revision); any
+    smp encoder with ImageNet weights, the paper's 25 and the others alike."""
+    check_name("encoder", encoder, SMP_ENCODERS)
     settings = smp.encoders.encoders[encoder]["pretrained_settings"]
     if "imagenet" not in settings:
         raise WeightsError(f"Encoder '{encoder}' has no ImageNet weights in smp.")
@@ -135,7 +137,7 @@ def fetch_command(encoders: Sequence[str]) -> str:
 def imagenet_encoders(specs: Iterable[RunSpec]) -> list[str]:
     """The encoders whose ImageNet weights `specs` need, in grid order."""
     wanted = {s.encoder for s in specs if s.init == "imagenet"}
-    return [e for e in ENCODERS if e in wanted]
+    return [e for e in SMP_ENCODERS if e in wanted]
 
 
 def status(encoders: Iterable[str] | None = None) -> list[dict]:

@@ -1,0 +1,186 @@
+"""`segbench compare --run ID --against SWEEP`: one run (a user's model, say) against
+the baselines of a sweep, on the test slices they all share.
+
+What it reports, from per-slice Dice (percent, the metric mode given):
+- the run's rank by mean Dice among itself and the selected baselines (1 = best), with
+  a 95% bootstrap interval of that rank: test slices resampled with replacement
+  (seeded), every model's mean recomputed on the same resample, the run ranked again;
+- the paired difference to the best baseline (run minus baseline, mean over slices)
+  with its bootstrap 95% CI (worker.results.stats.mean_ci);
+- a paired Wilcoxon signed-rank test against every baseline, Holm-adjusted over all of
+  them (stats.wilcoxon, stats.holm), the best baseline's adjusted p among them.
+
+Baselines default to the paper's grid cells of the sweep (`paper_only`); the run's
+own experiment only, and the same test data (manifest) only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sqlalchemy.orm import Session
+
+from db import queries
+from db.grid import MARKERS, grid_kind, is_paper, run_name
+from worker.results import stats
+from worker.results.frames import ExportError, run_counts
+
+MARKER_NOTE = "+: an smp model beyond the paper's grid; ◆: a user's own model."
+
+
+def marked(df: pd.DataFrame) -> pd.DataFrame:
+    """`df` with a "grid" column (paper / smp / custom) and the encoders of models
+    outside the paper's grid prefixed with their marker (Table 2 shows them so)."""
+    out = df.copy()
+    kinds = [grid_kind(a, e) for a, e in zip(out["architecture"], out["encoder"], strict=True)]
+    out["grid"] = kinds
+    out["encoder"] = [
+        f"{MARKERS[k]} {e}" if MARKERS[k] else e for k, e in zip(kinds, out["encoder"], strict=True)
+    ]
+    return out
+
+
+def rank_interval(
+    dice: np.ndarray, *, n_resamples: int = stats.BOOTSTRAP_RESAMPLES, seed: int = 0
+) -> dict:
+    """Rank of model 0 among the columns of `dice` (slices x models; 1 = highest mean),
+    and the 2.5% / 97.5% quantiles of its rank over slice bootstrap resamples."""
+    d = np.asarray(dice, dtype=np.float64)
+    n, _ = d.shape
+    means = d.mean(axis=0)
+    rank = int(1 + np.sum(means > means[0]))
+    rng = np.random.default_rng(seed)
+    ranks = np.empty(n_resamples)
+    for start in range(0, n_resamples, 500):
+        k = min(500, n_resamples - start)
+        idx = rng.integers(0, n, size=(k, n))
+        weights = np.zeros((k, n))
+        np.add.at(weights, (np.arange(k)[:, None], idx), 1.0)
+        resampled = weights @ d / n  # k x models
+        ranks[start : start + k] = 1 + np.sum(resampled > resampled[:, :1], axis=1)
+    low, high = np.quantile(ranks, [0.025, 0.975])
+    return {"rank": rank, "of": d.shape[1], "low": float(low), "high": float(high)}
+
+
+def against_baselines(
+    run_dice: np.ndarray,
+    baseline_dice: np.ndarray,
+    *,
+    n_resamples: int = stats.BOOTSTRAP_RESAMPLES,
+    seed: int = 0,
+) -> dict:
+    """The statistics of the module docstring for one run (slices) and its baselines
+    (slices x baselines), all on the same slices."""
+    run = np.asarray(run_dice, dtype=np.float64).ravel()
+    base = np.asarray(baseline_dice, dtype=np.float64).reshape(len(run), -1)
+    tests = [stats.wilcoxon(run, base[:, j]) for j in range(base.shape[1])]
+    adjusted = stats.holm([t["p_value"] for t in tests])
+    best = int(np.argmax(base.mean(axis=0)))
+    return {
+        "rank": rank_interval(np.column_stack([run, base]), n_resamples=n_resamples, seed=seed),
+        "best": best,
+        "difference": stats.mean_ci(run - base[:, best], n_resamples=n_resamples, seed=seed),
+        "wilcoxon": [{**t, "p_holm": float(q)} for t, q in zip(tests, adjusted, strict=True)],
+    }
+
+
+def compare_to_baselines(
+    session: Session,
+    run_id: int,
+    sweep: str,
+    *,
+    paper_only: bool = True,
+    mode: str = "standard",
+    n_resamples: int = stats.BOOTSTRAP_RESAMPLES,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> dict:
+    """`run_id` against the succeeded runs of `sweep` in its experiment."""
+    run = queries.run_detail(session, run_id=run_id)
+    if run["status"] != "succeeded":
+        raise ExportError(f"Run {run_id} is {run['status']}; only succeeded runs have results.")
+    candidates = queries.succeeded_runs(session, sweep=sweep, experiment=run["experiment"])
+    baselines = [
+        r
+        for r in candidates
+        if r["id"] != run_id
+        and r["manifest_hash"] == run["manifest_hash"]
+        and (not paper_only or is_paper(r["architecture"], r["encoder"]))
+    ]
+    if not baselines:
+        which = "paper-grid " if paper_only else ""
+        raise ExportError(
+            f"Sweep '{sweep}' has no succeeded {which}{run['experiment']} run on the test data "
+            f"of run {run_id} to compare against."
+        )
+    ids = [run_id, *(b["id"] for b in baselines)]
+    counts = run_counts(session, ids)
+    missing = [i for i in ids if i not in counts]
+    if missing:
+        raise ExportError(f"Run {missing[0]} has no per-slice test counts.")
+    keys = set.intersection(
+        *(set(zip(counts[i]["volume"], counts[i]["slice"], strict=True)) for i in ids)
+    )
+    if not keys:
+        raise ExportError(f"Run {run_id} shares no test slice with the baselines of '{sweep}'.")
+    order = sorted(keys)
+
+    def dice(i: int) -> np.ndarray:
+        c = counts[i].set_index(["volume", "slice"]).loc[order][["tp", "fp", "fn", "tn"]]
+        return 100 * stats.slice_dice(c.to_numpy(), mode)
+
+    run_dice = dice(run_id)
+    base_dice = np.column_stack([dice(b["id"]) for b in baselines])
+    out = against_baselines(run_dice, base_dice, n_resamples=n_resamples, seed=seed)
+    tests = out["wilcoxon"]
+    best = baselines[out["best"]]
+    return {
+        "run": {"id": run_id, "name": run_name(run), "dice": float(run_dice.mean())},
+        "sweep": sweep,
+        "experiment": run["experiment"],
+        "paper_only": paper_only,
+        "mode": mode,
+        "slices": len(order),
+        "baselines": len(baselines),
+        "rank": out["rank"],
+        "best_baseline": {
+            "id": best["id"],
+            "name": run_name(best),
+            "dice": float(base_dice[:, out["best"]].mean()),
+        },
+        "difference": out["difference"],
+        "p_holm": tests[out["best"]]["p_holm"],
+        "alpha": alpha,
+        "better_than": int(
+            sum(
+                t["p_holm"] <= alpha and run_dice.mean() > base_dice[:, j].mean()
+                for j, t in enumerate(tests)
+            )
+        ),
+        "worse_than": int(
+            sum(
+                t["p_holm"] <= alpha and run_dice.mean() < base_dice[:, j].mean()
+                for j, t in enumerate(tests)
+            )
+        ),
+    }
+
+
+def describe(result: dict) -> str:
+    """The comparison as a few lines of text."""
+    r, b, d, k = result["run"], result["best_baseline"], result["difference"], result["rank"]
+    what = "paper-grid baselines" if result["paper_only"] else "baselines"
+    return "\n".join(
+        [
+            f"run {r['id']} {r['name']}: Dice {r['dice']:.2f}% on {result['slices']} test "
+            f"slices ({result['mode']})",
+            f"rank {k['rank']} of {k['of']} among {result['baselines']} {what} of sweep "
+            f"'{result['sweep']}' (95% bootstrap rank interval {k['low']:.0f}-{k['high']:.0f})",
+            f"best baseline: run {b['id']} {b['name']}, Dice {b['dice']:.2f}%",
+            f"difference to it: {d['mean']:+.2f} points (95% CI {d['low']:+.2f} to "
+            f"{d['high']:+.2f}), Wilcoxon p = {result['p_holm']:.3g} (Holm over "
+            f"{result['baselines']} baselines)",
+            f"significantly better than {result['better_than']}, worse than "
+            f"{result['worse_than']} of them (Holm-adjusted alpha {result['alpha']})",
+        ]
+    )
