@@ -21,8 +21,12 @@ venv: $(BIN)/segbench
 run: venv
 	$(SEGBENCH) up --demo --dir $(DEMO_DIR)
 
+# Two pytest workers (tests/conftest.py keeps Redis, deployments and timed recovery
+# in one of them, and each other module whole in one); TEST_WORKERS=0 runs serially.
+TEST_WORKERS ?= 2
+
 test: venv
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 test-fast: venv
 	$(BIN)/python -m pytest -m "not slow"

@@ -59,3 +59,19 @@ def fresh_settings():
     yield
     for cache in caches:
         cache.cache_clear()
+
+
+# Tests that share the local Redis (127.0.0.1:6379: flushed around each test, stopped
+# and restarted by the broker-fault tests), start whole deployments or time their
+# recovery run one after another in one xdist worker; every other module runs as a
+# whole in one worker too, so its module fixtures (trained models) are built once.
+SERIAL_GROUP = "services"
+SERIAL_PATHS = ("queue/", "dashboard/test_dashboard_browser.py", "test_bench.py")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = Path(__file__).parent
+    for item in items:
+        where = item.path.relative_to(root).as_posix()
+        group = SERIAL_GROUP if where.startswith(SERIAL_PATHS) else where
+        item.add_marker(pytest.mark.xdist_group(group))
