@@ -149,6 +149,13 @@ def _artifact_rows(run_id: int, outcome: RunOutcome, now: datetime) -> list[dict
     return [{**full, **row, "run_id": run_id, "created_at": now} for row in rows]
 
 
+def _replace_rows(session: Session, model, run_id: int, rows: list[dict[str, Any]]) -> None:
+    """The run's rows of `model` replaced by `rows` (each without its run_id)."""
+    session.execute(delete(model).where(model.run_id == run_id).execution_options(**NO_SYNC))
+    if rows:
+        session.execute(insert(model.__table__), [{**row, "run_id": run_id} for row in rows])
+
+
 def finish(session: Session, *, run_id: int, outcome: RunOutcome) -> None:
     """Write the test results and artifacts of a run and mark it succeeded.
 
@@ -158,61 +165,29 @@ def finish(session: Session, *, run_id: int, outcome: RunOutcome) -> None:
     require_run(session, run_id)
     now = utcnow()
     test = outcome.test
-    session.execute(
-        delete(SliceResult).where(SliceResult.run_id == run_id).execution_options(**NO_SYNC)
-    )
-    if test.slices:
-        session.execute(
-            insert(SliceResult.__table__),
-            [
-                {
-                    "run_id": run_id,
-                    "idx": s.index,
-                    "volume": s.volume,
-                    "slice": s.slice,
-                    "tp": s.tp,
-                    "fp": s.fp,
-                    "fn": s.fn,
-                    "tn": s.tn,
-                }
-                for s in test.slices
-            ],
-        )
-    session.execute(
-        delete(TestSummary).where(TestSummary.run_id == run_id).execution_options(**NO_SYNC)
-    )
-    session.execute(
-        insert(TestSummary.__table__).values(
-            run_id=run_id,
-            metric_mode=test.metric_mode,
-            sensitivity=test.sensitivity,
-            specificity=test.specificity,
-            dice=test.dice,
-            dice_std=test.dice_std,
-            pooled_dice=test.pooled_dice,
-            seconds=test.seconds,
-            nsd=finite_or_none(test.nsd),
-            hd95=finite_or_none(test.hd95),
-        )
-    )
-    session.execute(
-        delete(VolumeResult).where(VolumeResult.run_id == run_id).execution_options(**NO_SYNC)
-    )
-    if test.volumes:
-        session.execute(
-            insert(VolumeResult.__table__),
-            [
-                {
-                    "run_id": run_id,
-                    "volume": v.volume,
-                    "slices": v.slices,
-                    "dice": v.dice,
-                    "nsd": finite_or_none(v.nsd),
-                    "hd95": finite_or_none(v.hd95),
-                }
-                for v in test.volumes
-            ],
-        )
+    slices = [
+        {"idx": c.index, "volume": c.volume, "slice": c.slice, "tp": c.tp, "fp": c.fp,
+         "fn": c.fn, "tn": c.tn}
+        for c in test.slices
+    ]  # fmt: skip
+    summary = {
+        "metric_mode": test.metric_mode,
+        "sensitivity": test.sensitivity,
+        "specificity": test.specificity,
+        "dice": test.dice,
+        "dice_std": test.dice_std,
+        "pooled_dice": test.pooled_dice,
+        "seconds": test.seconds,
+        "nsd": finite_or_none(test.nsd),
+        "hd95": finite_or_none(test.hd95),
+    }
+    volumes = [
+        {"volume": v.volume, "slices": v.slices, "dice": v.dice,
+         "nsd": finite_or_none(v.nsd), "hd95": finite_or_none(v.hd95)}
+        for v in test.volumes
+    ]  # fmt: skip
+    for model, rows in ((SliceResult, slices), (TestSummary, [summary]), (VolumeResult, volumes)):
+        _replace_rows(session, model, run_id, rows)
     session.execute(
         delete(Artifact)
         .where(Artifact.run_id == run_id, Artifact.kind.in_(ARTIFACT_KINDS))
