@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import streamlit as st
 
 from dashboard import auth, common, data
+from db.catalog import SMP_ARCHITECTURES, SMP_ENCODERS
 from db.errors import InvalidInput
 from db.grid import ARCHITECTURES, ENCODERS, EXPERIMENTS, FAMILIES, INITS, expand
 from db.presets import PRESET_NAMES, PRESETS, check_seeds, protocol_line, resolve
@@ -34,11 +35,20 @@ if not can_act:
 
 st.subheader("What to train")
 st.caption("An empty choice means all of them. Encoders and families add up.")
+beyond = st.toggle(
+    "Beyond the paper: every architecture and encoder of segmentation-models-pytorch",
+    key="launch_beyond",
+    help="The paper's 4 architectures and 25 encoders stay the default grid; pairs smp "
+    "cannot build are refused with a sentence when you enqueue. Your own model: "
+    "`segbench submit --model module:function` (docs/models.md).",
+)
+architecture_names = list(SMP_ARCHITECTURES if beyond else ARCHITECTURES)
+encoder_names = list(SMP_ENCODERS if beyond else ENCODERS)
 left, right = st.columns(2)
 experiments = left.multiselect("Experiments", EXPERIMENTS, key="launch_experiments")
-architectures = right.multiselect("Architectures", list(ARCHITECTURES), key="launch_architectures")
+architectures = right.multiselect("Architectures", architecture_names, key="launch_architectures")
 families = left.multiselect("Encoder families", FAMILIES, key="launch_families")
-encoders = right.multiselect("Encoders", list(ENCODERS), key="launch_encoders")
+encoders = right.multiselect("Encoders", encoder_names, key="launch_encoders")
 inits = left.multiselect("Weight init", INITS, key="launch_inits")
 
 st.subheader("Protocol")

@@ -173,6 +173,21 @@ def test_launch_counts_the_selection(populated):
     assert at.metric[0].value == str(3 * 2 * 4 * 2)  # experiments x archs x encoders x inits
 
 
+def test_launch_offers_models_beyond_the_paper_behind_a_toggle(populated):
+    at = open_page("views/launch.py")
+    assert "unetplusplus" not in at.multiselect(key="launch_architectures").options
+    at.toggle(key="launch_beyond").set_value(True).run()
+    no_exception(at)
+    at.multiselect(key="launch_architectures").set_value(["unetplusplus"]).run()
+    at.multiselect(key="launch_encoders").set_value(["resnet18"]).run()
+    no_exception(at)
+    assert at.metric[0].value == str(3 * 2)  # experiments x inits
+    at.multiselect(key="launch_encoders").set_value(["resnet18", "mit_b0"]).run()
+    no_exception(at)  # a pair smp cannot build: one sentence, no runs
+    assert "UnetPlusPlus does not support the encoder 'mit_b0'." in texts(at)
+    assert at.metric[0].value == "0"
+
+
 def test_launch_estimates_the_disk_a_selection_needs(populated):
     at = open_page("views/launch.py")
     at.multiselect(key="launch_architectures").set_value(["unet"]).run()

@@ -85,6 +85,14 @@ def test_own_model_trains_beside_a_baseline_and_unimportable_one_fails(
     assert "◆ tiny_model:build" in table and "resnet18" in table
     assert "a user's own model" in table
 
+    # the report ranks it with the baseline and marks it
+    report = json.loads(embedded.cli("report", "--sweep", "mine", "--format", "json").stdout)
+    grids = {r["id"]: r["grid"] for r in report["runs"]}
+    assert grids == {baseline[0]: "paper", own: "custom"}
+    assert {r["id"] for r in report["ranking"]} == {baseline[0], own}
+    text = embedded.cli("report", "--sweep", "mine", "--format", "markdown").stdout
+    assert "◆custom tiny_model:build" in text and "a user's own model" in text
+
     # compared against the sweep's paper-grid baselines (one here: pspnet-resnet18)
     compared = json.loads(
         embedded.cli("compare", "--run", str(own), "--against", "mine", "--resamples", "200",

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from db import queries
 from db.errors import InvalidInput, check_choice
-from db.grid import ARCHITECTURES, ENCODERS, EXPERIMENTS
+from db.grid import ARCHITECTURES, ENCODERS, EXPERIMENTS, grid_kind
 from db.protocol import METRIC_MODES
 from worker.results import bootstrap, ranking, stats
 from worker.results.frames import ExportError
@@ -242,6 +242,7 @@ def build_report(
                 "architecture": r["architecture"],
                 "encoder": r["encoder"],
                 "family": r["family"],
+                "grid": grid_kind(r["architecture"], r["encoder"]),
                 "init": r["init"],
                 "seed": r["seed"],
                 "dice": dice,

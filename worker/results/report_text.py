@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from db.errors import InvalidInput
+from db.grid import MARKERS
+from worker.results.baselines import MARKER_NOTE
 
 FORMATS = ("json", "markdown", "latex")
 SYNTHETIC_NOTE = "SYNTHETIC data: these numbers are not results on real CT."
@@ -31,7 +33,8 @@ def _p(value: float | None) -> str:
 def sections(report: dict) -> list[tuple[str, str, list[str], list[list[str]]]]:
     """(title, note, header, rows) of every table of the report."""
     names = {
-        r["id"]: f"{r['architecture']} {r['encoder']} {r['init']} s{r['seed']}"
+        r["id"]: f"{MARKERS[r.get('grid', 'paper')]}{r['architecture']} {r['encoder']} "
+        f"{r['init']} s{r['seed']}"
         for r in report["runs"]
     }
     level = report["resampled"] or "none"
@@ -41,7 +44,12 @@ def sections(report: dict) -> list[tuple[str, str, list[str], list[list[str]]]]:
             "Runs",
             f"Dice: mean over test slices ({report['metric_mode']} metrics), {conf}% interval "
             f"from a bootstrap resampling {level} ({report['n_resamples']} resamples). "
-            "NSD in percent and HD95 in mm: mean over test volumes (– where not recorded).",
+            "NSD in percent and HD95 in mm: mean over test volumes (– where not recorded)."
+            + (
+                f" {MARKER_NOTE}"
+                if any(r.get("grid", "paper") != "paper" for r in report["runs"])
+                else ""
+            ),
             ["run", "experiment", "model", "Dice (%)", f"{conf}% CI", "NSD (%)", "HD95 (mm)"],
             [
                 [
