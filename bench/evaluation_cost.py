@@ -20,7 +20,8 @@ lung-segmentation, the largest surfaces of the three.
 Prints seconds per evaluation, then the surface-area boundary metrics alone on the
 same predicted masks (its "vs without" column: (without + alone) / without, an
 estimate free of the forward pass's timing noise); last line `ratio: R` = with /
-without (surface-area mode) measured side by side, median over pairs. Target:
+without (surface-area mode) measured side by side (interleaved volume by volume,
+the order rotating), median over pairs. Target:
 R <= 1.3.
 
     python bench/evaluation_cost.py [--quick] [--image-size 512] [--pairs 1] [--threads 1]
@@ -45,10 +46,23 @@ from scipy import ndimage  # noqa: E402
 
 from db.grid import RunSpec  # noqa: E402
 from worker.data import HU_MEAN, HU_STD, load_dataset, synth  # noqa: E402
+from worker.data.dataset import Split  # noqa: E402
 from worker.training.boundary import boundary_metrics  # noqa: E402
 from worker.training.evaluate import evaluate  # noqa: E402
 from worker.training.models import build_model  # noqa: E402
 from worker.training.volumes import volume_ranges  # noqa: E402
+
+SPLIT_FIELDS = ("images", "masks", "lungs", "volume", "slice")
+
+
+def _means(volumes) -> dict:
+    """Mean NSD / HD95 over the volumes that have one (None when none has)."""
+    out = {}
+    for key in ("nsd", "hd95"):
+        values = [getattr(v, key) for v in volumes if getattr(v, key) is not None]
+        values = [x for x in values if np.isfinite(x)]
+        out[key] = float(np.mean(values)) if values else None
+    return out
 
 
 class ThresholdedModel(torch.nn.Module):
@@ -117,20 +131,31 @@ def main() -> None:
     }
     if args.no_border_voxel:
         del sides["with NSD + HD95 (border-voxel)"]
-    seconds: dict[str, list[float]] = {name: [] for name in sides}
-    last = {}
+    # Interleaved volume by volume: each test volume is evaluated by every side in turn
+    # (the order rotating from volume to volume and pair to pair), so a change of the
+    # machine's load during the minutes a full pass takes hits all sides alike.
+    ranges = volume_ranges(ds.test.volume)
+    seconds: dict[str, list[float]] = {name: [0.0] * pairs for name in sides}
+    per_volume: dict[str, list] = {name: [] for name in sides}
+    names = list(sides)
     for pair in range(pairs):
-        order = list(sides) if pair % 2 == 0 else list(reversed(sides))
-        for name in order:
-            t = time.perf_counter()
-            last[name], _ = evaluate(model, ds.test, batch_size=args.batch_size, **sides[name])
-            seconds[name].append(time.perf_counter() - t)
+        for k, (_, a, b) in enumerate(ranges):
+            part = Split(*(getattr(ds.test, f)[a:b] for f in SPLIT_FIELDS))
+            shift = (pair + k) % len(names)
+            for name in names[shift:] + names[:shift]:
+                t = time.perf_counter()
+                result, _ = evaluate(model, part, batch_size=args.batch_size, **sides[name])
+                seconds[name][pair] += time.perf_counter() - t
+                if pair == 0:
+                    per_volume[name] += result.volumes
+    last = {name: _means(per_volume[name]) for name in sides}
 
     n = len(ds.test)
     print(
         f"evaluate() on {volumes} GENERATED test volumes, {n} slices at {size}x{size} px, "
-        f"{args.architecture}-{args.encoder}, batch {args.batch_size}, {pairs} pair(s) "
-        f"(order alternated), CPU ({os.cpu_count()} cores, {args.threads} torch thread(s)); "
+        f"{args.architecture}-{args.encoder}, batch {args.batch_size}, {pairs} round(s) "
+        f"interleaved volume by volume (order rotating), CPU ({os.cpu_count()} cores, "
+        f"{args.threads} torch thread(s)); "
         f"data generated and loaded in {prepared:.1f} s"
     )
     header = f"{'evaluation':<34}{'s':>9}{'vs without':>12}{'NSD %':>8}{'HD95 mm':>9}"
@@ -140,8 +165,8 @@ def main() -> None:
     for name in sides:
         s = statistics.median(seconds[name])
         r = last[name]
-        nsd = "-" if r.nsd is None else f"{r.nsd:.2f}"
-        hd = "-" if r.hd95 is None else f"{r.hd95:.2f}"
+        nsd = "-" if r["nsd"] is None else f"{r['nsd']:.2f}"
+        hd = "-" if r["hd95"] is None else f"{r['hd95']:.2f}"
         print(f"{name:<34}{s:>9.2f}{s / base:>12.3f}{nsd:>8}{hd:>9}")
     # The boundary metrics alone, on the same predicted masks (the output does not
     # depend on the network): what "with" adds, free of the forward pass's noise.
