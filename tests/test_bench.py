@@ -47,7 +47,10 @@ SLOW = {
     "faults",
     "evaluation_cost",
 }
-WITH_POSTGRES = {"queue_costs", "faults"}
+# faults.py runs its embedded deployment here; PostgreSQL + Redis faults are tested in
+# tests/queue/test_reliability.py and test_recovery.py (and measured in full in the
+# README), so the suite does not repeat them.
+WITH_POSTGRES = {"queue_costs"}
 
 
 @pytest.fixture(scope="module")

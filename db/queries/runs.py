@@ -187,7 +187,7 @@ def status_rows(session: Session, sweep: str | None = None) -> list[dict[str, An
     rows = rows_of(session, stmt)
     for row in rows:
         row["train_precision"] = Protocol.from_dict(row.pop("protocol") or {}).train_precision
-    return rows
+    return [{key: row[key] for key in STATUS_KEYS} for row in rows]
 
 
 def run_cells(session: Session, run_ids: list[int]) -> list[dict[str, Any]]:

@@ -61,7 +61,7 @@ WIDE_COLUMNS = (
     "epoch",
 )
 WideOpt = Annotated[
-    bool, typer.Option("--wide", help="Every column with full names (needs ~120 columns).")
+    bool, typer.Option("--wide", help="Every column with full names (needs ~140 columns).")
 ]
 
 
@@ -85,10 +85,10 @@ def _short_table(rows: list[dict], title: str) -> Table:
 
 
 def _wide_table(rows: list[dict], title: str) -> Table:
-    table = Table(title=title)
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
     for key in WIDE_COLUMNS:
         table.add_column(key, justify="right" if key in ("id", "seed", "epoch") else "left")
-    for key in ("dice %", "sensitivity %", "specificity %", "NSD %", "HD95 mm"):
+    for key in ("dice %", "sens %", "spec %", "NSD %", "HD95 mm"):
         table.add_column(key, justify="right")
     for row in rows:
         table.add_row(

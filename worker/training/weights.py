@@ -135,9 +135,10 @@ def fetch_command(encoders: Sequence[str]) -> str:
 
 
 def imagenet_encoders(specs: Iterable[RunSpec]) -> list[str]:
-    """The encoders whose ImageNet weights `specs` need, in grid order."""
+    """The encoders whose ImageNet weights `specs` need: the paper's in grid order,
+    then the others in smp's order."""
     wanted = {s.encoder for s in specs if s.init == "imagenet"}
-    return [e for e in SMP_ENCODERS if e in wanted]
+    return [e for e in dict.fromkeys([*ENCODERS, *SMP_ENCODERS]) if e in wanted]
 
 
 def status(encoders: Iterable[str] | None = None) -> list[dict]:
