@@ -62,9 +62,10 @@ def fresh_settings():
 
 
 # Tests that share the local Redis (127.0.0.1:6379: flushed around each test, stopped
-# and restarted by the broker-fault tests), start whole deployments or time their
-# recovery run one after another in one xdist worker; every other module runs as a
-# whole in one worker too, so its module fixtures (trained models) are built once.
+# and restarted by the broker-fault tests) or start whole deployments run one after
+# another in one xdist worker; every other module runs as a whole in one worker too,
+# so its module fixtures (trained models) are built once. Tests marked `timing` run
+# after all of them, alone (the Makefile's second pytest call).
 SERIAL_GROUP = "services"
 SERIAL_PATHS = ("queue/", "dashboard/test_dashboard_browser.py", "test_bench.py")
 

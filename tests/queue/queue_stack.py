@@ -67,11 +67,14 @@ def ensure_redis() -> None:
 
 
 def stop_redis() -> None:
-    """Stop Redis without saving: every message is lost."""
+    """Stop Redis without saving (every message is lost), and wait until it is gone:
+    on a loaded machine the shutdown can take seconds, and a Redis still answering
+    would make ensure_redis() see it up just before it exits."""
     subprocess.run(["redis-cli", "-p", str(REDIS_PORT), "shutdown", "nosave"], check=False)
-    for _ in range(50):
-        if not redis_up():
-            return
+    deadline = time.monotonic() + 60
+    while redis_up():
+        if time.monotonic() > deadline:
+            raise RuntimeError("redis-server on 127.0.0.1:6379 did not stop")
         time.sleep(0.1)
 
 

@@ -11,6 +11,9 @@ from queue_stack import TINY
 
 from db.settings import Settings
 
+# Wall-clock bounds: `make test` runs this module alone, after the rest of the suite.
+pytestmark = pytest.mark.timing
+
 RECOVERY_S = 60.0
 DEFAULT_TIMINGS = (
     "SEGBENCH_LEASE_SECONDS",
