@@ -149,6 +149,12 @@ class Stack:
         env: dict[str, str] | None = None,
         command: list[str] | None = None,
     ) -> Worker:
+        if self.broker_url.startswith(f"redis://{REDIS_HOST}:{REDIS_PORT}/"):
+            # A worker refuses to start without its broker. Seen twice under load right
+            # after the broker-fault tests: the local Redis gone between a test's
+            # submit and its first worker; start it again (the run's message is then
+            # republished by the reaper, as after any broker restart).
+            ensure_redis()
         log_path = self.home / f"worker-{len(self.workers)}.log"
         process = subprocess.Popen(
             command or [
