@@ -21,8 +21,8 @@ venv: $(BIN)/segbench
 run: venv
 	$(SEGBENCH) up --demo --dir $(DEMO_DIR)
 
-# Two pytest workers (tests/conftest.py keeps Redis and whole deployments in one of
-# them, and each other module whole in one); then the tests that assert a wall-clock
+# Two pytest workers (tests/conftest.py sends each module whole to one; queue tests
+# start redis-servers of their own); then the tests that assert a wall-clock
 # bound (marked `timing`: recovery within 60 s) alone, with the machine to themselves.
 # TEST_WORKERS=0 runs the first part serially.
 TEST_WORKERS ?= 2

@@ -61,18 +61,12 @@ def fresh_settings():
         cache.cache_clear()
 
 
-# Tests that share the local Redis (127.0.0.1:6379: flushed around each test, stopped
-# and restarted by the broker-fault tests) or start whole deployments run one after
-# another in one xdist worker; every other module runs as a whole in one worker too,
-# so its module fixtures (trained models) are built once. Tests marked `timing` run
-# after all of them, alone (the Makefile's second pytest call).
-SERIAL_GROUP = "services"
-SERIAL_PATHS = ("queue/", "dashboard/test_dashboard_browser.py", "test_bench.py")
-
-
+# Each module runs as a whole in one xdist worker, so its module fixtures (trained
+# models) are built once; modules spread over the workers (`--dist loadgroup`). Tests
+# with Redis each start a redis-server of their own (tests/queue/queue_stack.py), so
+# none shares a broker with another. Tests marked `timing` run after all of them,
+# alone (the Makefile's second pytest call).
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     root = Path(__file__).parent
     for item in items:
-        where = item.path.relative_to(root).as_posix()
-        group = SERIAL_GROUP if where.startswith(SERIAL_PATHS) else where
-        item.add_marker(pytest.mark.xdist_group(group))
+        item.add_marker(pytest.mark.xdist_group(item.path.relative_to(root).as_posix()))

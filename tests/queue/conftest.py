@@ -1,5 +1,5 @@
 """Fixtures for the job queue: real databases (SQLite file, fresh PostgreSQL database),
-real brokers (Redis on 127.0.0.1:6379, or the embedded SQLite broker) and real
+real brokers (a redis-server of each test's own, or the embedded SQLite broker) and real
 `segbench worker` processes, with leases and intervals shortened to seconds."""
 
 from __future__ import annotations
@@ -11,12 +11,8 @@ from pathlib import Path
 import pytest
 from pg_databases import create_database, drop_database
 from queue_stack import (
-    REDIS_DB,
-    REDIS_HOST,
-    REDIS_PORT,
+    RedisServer,
     Stack,
-    ensure_redis,
-    redis_client,
     running_stack,
     stack_env,
 )
@@ -30,18 +26,16 @@ def pg_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def redis_url() -> Iterator[str]:
-    ensure_redis()
-    redis_client().flushdb()
-    yield f"redis://{REDIS_HOST}:{REDIS_PORT}/{REDIS_DB}"
-    ensure_redis()
-    redis_client().flushdb()
+def redis_server(tmp_path) -> Iterator[RedisServer]:
+    """A Redis of this test's own (a free port, nothing on disk), killed at the end."""
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _redis_is_restarted_whatever_happens() -> Iterator[None]:
-    yield
-    ensure_redis()
+@pytest.fixture
+def redis_url(redis_server) -> str:
+    return redis_server.url
 
 
 @pytest.fixture

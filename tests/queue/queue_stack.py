@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,13 +21,7 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parents[2]
-REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
-REDIS_DB = 13  # a database of its own, flushed around each test
-REDIS_SERVER = [
-    "redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", "6379",
-    "--save", "", "--appendonly", "no", "--dir", "/var/lib/redis",
-    "--logfile", "/var/log/redis/ci.log",
-]  # fmt: skip
+REDIS_HOST = "127.0.0.1"
 
 # Short timings so that leases expire and the reaper acts within seconds.
 FAST = {
@@ -43,47 +38,64 @@ FAST = {
 TINY = ["-x", "lung-segmentation", "-a", "pspnet", "-e", "resnet18", "-i", "random"]
 
 
-def redis_client() -> redis.Redis:
-    return redis.Redis(REDIS_HOST, REDIS_PORT, db=REDIS_DB, socket_connect_timeout=2)
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((REDIS_HOST, 0))
+        return s.getsockname()[1]
 
 
-def redis_up() -> bool:
-    try:
-        return bool(redis_client().ping())
-    except redis.RedisError:
-        return False
+@dataclass
+class RedisServer:
+    """A redis-server of one test's own, on a free port, keeping nothing on disk.
 
+    A test may stop it (every message is lost, as in a broker crash) and start it
+    again on the same port without touching any other test: the shared Redis on
+    6379 is never stopped, and tests with Redis can run in parallel."""
 
-def ensure_redis() -> None:
-    """Start the local redis-server again if a test stopped it."""
-    if redis_up():
-        return
-    subprocess.run(REDIS_SERVER, check=False, capture_output=True)
-    for _ in range(100):
-        if redis_up():
-            return
-        time.sleep(0.1)
-    raise RuntimeError("redis-server did not come back on 127.0.0.1:6379")
+    home: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
 
+    @property
+    def url(self) -> str:
+        return f"redis://{REDIS_HOST}:{self.port}/0"
 
-def stop_redis() -> None:
-    """Stop Redis without saving (every message is lost), and wait until it is gone:
-    on a loaded machine the shutdown can take seconds, and a Redis still answering
-    would make ensure_redis() see it up just before it exits."""
-    subprocess.run(["redis-cli", "-p", str(REDIS_PORT), "shutdown", "nosave"], check=False)
-    deadline = time.monotonic() + 60
-    while redis_up():
-        if time.monotonic() > deadline:
-            raise RuntimeError("redis-server on 127.0.0.1:6379 did not stop")
-        time.sleep(0.1)
+    def client(self) -> redis.Redis:
+        return redis.Redis(REDIS_HOST, self.port, socket_connect_timeout=2)
 
+    def up(self) -> bool:
+        try:
+            return bool(self.client().ping())
+        except redis.RedisError:
+            return False
 
-def restart_redis() -> None:
-    """Stop Redis without saving (every message is lost) and start it again."""
-    try:
-        stop_redis()
-    finally:
-        ensure_redis()
+    def start(self) -> RedisServer:
+        self.home.mkdir(parents=True, exist_ok=True)
+        log = self.home / f"redis-{self.port}.log"
+        self.process = subprocess.Popen(
+            ["redis-server", "--bind", REDIS_HOST, "--port", str(self.port), "--save", "",
+             "--appendonly", "no", "--dir", str(self.home), "--logfile", str(log)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while not self.up():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+                raise RuntimeError(f"redis-server on port {self.port} did not start:\n{tail}")
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        """SIGKILL: nothing is saved, every message is gone; returns once the port is
+        closed."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=30)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
 
 
 @dataclass
@@ -149,12 +161,6 @@ class Stack:
         env: dict[str, str] | None = None,
         command: list[str] | None = None,
     ) -> Worker:
-        if self.broker_url.startswith(f"redis://{REDIS_HOST}:{REDIS_PORT}/"):
-            # A worker refuses to start without its broker. Seen twice under load right
-            # after the broker-fault tests: the local Redis gone between a test's
-            # submit and its first worker; start it again (the run's message is then
-            # republished by the reaper, as after any broker restart).
-            ensure_redis()
         log_path = self.home / f"worker-{len(self.workers)}.log"
         process = subprocess.Popen(
             command or [

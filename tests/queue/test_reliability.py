@@ -8,7 +8,7 @@ import shutil
 import signal
 
 import pytest
-from queue_stack import TINY, damage, ensure_redis, redis_client, restart_redis, stop_redis
+from queue_stack import TINY, damage
 from sqlalchemy import func, select
 
 from db.models import TestSummary
@@ -97,29 +97,29 @@ def test_corrupt_data_fails_with_its_reason_and_the_other_runs_finish(
     assert_succeeded_once(s, bad, epochs=2, attempts=1)
 
 
-def test_redis_restart_while_a_run_trains(pg_redis, synthetic_data):
+def test_redis_restart_while_a_run_trains(pg_redis, redis_server, synthetic_data):
     s = pg_redis
     (training,) = s.submit(*TINY, data=synthetic_data, epochs=16, sweep="long")
     (waiting,) = s.submit(*TINY, data=synthetic_data, epochs=2, sweep="short")
     s.start_worker()
     s.wait(lambda runs: runs[training]["epoch"] >= 2, 180, "epoch 2")
-    restart_redis()  # nothing saved: the waiting run's message is gone
-    assert redis_client().llen(broker.QUEUE) == 0
+    redis_server.restart()  # nothing saved: the waiting run's message is gone
+    assert redis_server.client().llen(broker.QUEUE) == 0
     s.wait_finished(240)
     assert_succeeded_once(s, training, epochs=16, attempts=1)  # never interrupted
     assert_succeeded_once(s, waiting, epochs=2, attempts=1)  # republished by the reaper
 
 
-def test_broker_down_when_a_run_ends_does_not_stall_the_worker(pg_redis, synthetic_data):
+def test_broker_down_when_a_run_ends_does_not_stall_the_worker(
+    pg_redis, redis_server, synthetic_data
+):
     s = pg_redis
     (first,) = s.submit(*TINY, data=synthetic_data, epochs=4, sweep="first")
     s.start_worker()
     s.wait(lambda runs: runs[first]["epoch"] >= 2, 180, "epoch 2")
-    stop_redis()
-    try:  # the run ends and its message cannot be acknowledged
-        s.wait(lambda runs: runs[first]["status"] == "succeeded", 120, "the run to end")
-    finally:
-        ensure_redis()
+    redis_server.stop()  # the run ends and its message cannot be acknowledged
+    s.wait(lambda runs: runs[first]["status"] == "succeeded", 120, "the run to end")
+    redis_server.start()
     (second,) = s.submit(*TINY, data=synthetic_data, epochs=2, sweep="second")
     s.wait_finished(120)
     assert_succeeded_once(s, second, epochs=2, attempts=1)
