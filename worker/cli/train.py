@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from db.grid import RunSpec
+from db.grid import RunSpec, custom_specs
 from db.presets import protocol_line
 from worker.cli.app import app
 from worker.cli.options import (
@@ -27,19 +27,44 @@ from worker.cli.options import (
     PresetOpt,
     TestResizeOpt,
     check_format,
+    fail,
     print_json,
     protocol_from_options,
     user_errors,
 )
 
 
+def one_run(
+    experiment: str, architecture: str | None, encoder: str | None, init: str | None, model
+) -> RunSpec:
+    """The grid cell of --architecture/--encoder/--init, or the user's --model."""
+    if model is not None:
+        if architecture or encoder or init:
+            fail("--model trains your model; give it without --architecture, --encoder or --init.")
+        (run,) = custom_specs(model, [experiment])
+        return run
+    if not architecture or not encoder:
+        fail("Give --architecture and --encoder (a grid cell), or --model (your own model).")
+    return RunSpec(experiment, architecture, encoder, init or "random")
+
+
 @app.command()
 def train(
     data: Annotated[Path, typer.Option("--data", help="Dataset folder (medseg or nifti-folder).")],
     experiment: Annotated[str, typer.Option("--experiment", "-x")],
-    architecture: Annotated[str, typer.Option("--architecture", "-a")],
-    encoder: Annotated[str, typer.Option("--encoder", "-e")],
-    init: Annotated[str, typer.Option("--init", "-i")] = "random",
+    architecture: Annotated[str | None, typer.Option("--architecture", "-a")] = None,
+    encoder: Annotated[str | None, typer.Option("--encoder", "-e")] = None,
+    init: Annotated[
+        str | None, typer.Option("--init", "-i", help="random (default) or imagenet.")
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="Your own model instead of --architecture/--encoder: module:function or a "
+            "segbench.models entry point name (docs/models.md).",
+        ),
+    ] = None,
     preset: PresetOpt = None,
     epochs: EpochsOpt = None,
     image_size: ImageSizeOpt = None,
@@ -78,7 +103,7 @@ def train(
 
     check_format(format)
     with user_errors():
-        run = RunSpec(experiment=experiment, architecture=architecture, encoder=encoder, init=init)
+        run = one_run(experiment, architecture, encoder, init, model)
         protocol = protocol_from_options(
             preset,
             epochs=epochs,
