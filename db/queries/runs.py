@@ -160,11 +160,7 @@ def status_rows(session: Session, sweep: str | None = None) -> list[dict[str, An
     """The rows of `segbench status --format json`: exactly STATUS_KEYS, by run id."""
     stmt = (
         select(
-            Run.id,
-            Run.experiment,
-            Run.architecture,
-            Run.encoder,
-            Run.init,
+            *RUN_KEY_COLUMNS,
             Run.seed,
             Run.status,
             Run.epoch,
@@ -172,7 +168,6 @@ def status_rows(session: Session, sweep: str | None = None) -> list[dict[str, An
             TestSummary.dice,
             TestSummary.sensitivity,
             TestSummary.specificity,
-            Sweep.name.label("sweep"),
             Run.protocol_hash,
             Sweep.protocol,
             TestSummary.nsd,
