@@ -10,7 +10,7 @@ import streamlit as st
 from dashboard import auth, common, data
 from db.catalog import SMP_ARCHITECTURES, SMP_ENCODERS
 from db.errors import InvalidInput
-from db.grid import ARCHITECTURES, ENCODERS, EXPERIMENTS, FAMILIES, INITS, expand
+from db.grid import ARCHITECTURES, ENCODERS, EXPERIMENTS, FAMILIES, INITS, custom_specs, expand
 from db.presets import PRESET_NAMES, PRESETS, check_seeds, protocol_line, resolve
 from db.protocol import AUGMENT_MODES, LOSSES, METRIC_MODES, PRECISIONS, TEST_RESIZES
 from db.settings import get_settings
@@ -39,8 +39,7 @@ beyond = st.toggle(
     "Beyond the paper: every architecture and encoder of segmentation-models-pytorch",
     key="launch_beyond",
     help="The paper's 4 architectures and 25 encoders stay the default grid; pairs smp "
-    "cannot build are refused with a sentence when you enqueue. Your own model: "
-    "`segbench submit --model module:function` (docs/models.md).",
+    "cannot build are refused with a sentence when you enqueue.",
 )
 architecture_names = list(SMP_ARCHITECTURES if beyond else ARCHITECTURES)
 encoder_names = list(SMP_ENCODERS if beyond else ENCODERS)
@@ -50,6 +49,13 @@ architectures = right.multiselect("Architectures", architecture_names, key="laun
 families = left.multiselect("Encoder families", FAMILIES, key="launch_families")
 encoders = right.multiselect("Encoders", encoder_names, key="launch_encoders")
 inits = left.multiselect("Weight init", INITS, key="launch_inits")
+own_model = right.text_input(
+    "Your own model",
+    key="launch_model",
+    placeholder="module:function or a segbench.models entry point",
+    help="Trains your model instead of grid cells, one run per chosen experiment "
+    "(docs/models.md). The module must import here and on the workers.",
+).strip()
 
 st.subheader("Protocol")
 preset = st.radio(
@@ -113,7 +119,20 @@ seeds = common.attempt(parse_seeds, seeds_text)
 default_sweep = f"sweep-{datetime.now(UTC):%Y%m%d-%H%M}"
 sweep = st.text_input("Sweep name", default_sweep, key="launch_sweep").strip()
 
-specs = common.attempt(expand, experiments, architectures, encoders, families, inits) or []
+
+def own_model_specs(model: str) -> list:
+    if architectures or encoders or families or inits:
+        raise InvalidInput(
+            "Your own model takes experiments only: clear the architecture, encoder, family "
+            "and init choices, or the model field."
+        )
+    return custom_specs(model, experiments or None)
+
+
+if own_model:
+    specs = common.attempt(own_model_specs, own_model) or []
+else:
+    specs = common.attempt(expand, experiments, architectures, encoders, families, inits) or []
 protocol = common.attempt(
     resolve,
     preset,
@@ -141,8 +160,9 @@ if dataset is not None:
 m1, m2 = st.columns([1, 3])
 n_seeds = len(seeds or [])
 m1.metric("Runs in this selection", len(specs) * n_seeds)
+cells = "model runs" if own_model else "grid cells"
 m2.caption(
-    f"{len(specs)} grid cells × {n_seeds} seed(s) × {int(epochs)} epochs = "
+    f"{len(specs)} {cells} × {n_seeds} seed(s) × {int(epochs)} epochs = "
     f"{len(specs) * n_seeds * int(epochs):,} epochs of training."
 )
 

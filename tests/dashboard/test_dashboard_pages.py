@@ -239,6 +239,49 @@ def test_launch_enqueues_a_preset_with_several_seeds(populated, synthetic_data):
     assert seeds == [0, 1, 2]
 
 
+def test_launch_enqueues_a_users_own_model(populated, synthetic_data, monkeypatch):
+    """The model field takes the tests' tiny model module (importable here, as on an
+    embedded deployment's worker): one run per chosen experiment, refused beside grid
+    choices, and a module that does not import is refused at enqueue with nothing stored."""
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "fixtures"))
+    at = open_page("views/launch.py")
+    at.text_input(key="launch_data_dir").set_value(str(synthetic_data)).run()
+    at.multiselect(key="launch_experiments").set_value(
+        ["lung-segmentation", "lesion-segmentation-a"]
+    ).run()
+    at.text_input(key="launch_model").set_value("tiny_model:build").run()
+    no_exception(at)
+    assert at.metric[0].value == "2"
+    at.multiselect(key="launch_encoders").set_value(["resnet18"]).run()
+    assert any("takes experiments only" in e.value for e in at.error), texts(at)
+    assert at.metric[0].value == "0" and at.button(key="launch_enqueue").disabled
+    at.multiselect(key="launch_encoders").set_value([]).run()
+    at.text_input(key="launch_model").set_value("absent_module:build").run()
+    at.text_input(key="launch_sweep").set_value("mine").run()
+    at.button(key="launch_enqueue").click().run()
+    no_exception(at)
+    assert any("Cannot import the model module 'absent_module'" in e.value for e in at.error)
+    with session_scope(populated.url) as session:
+        assert session.scalar(select(Sweep).where(Sweep.name == "mine")) is None
+    at.text_input(key="launch_model").set_value("tiny_model:build").run()
+    at.button(key="launch_enqueue").click().run()
+    no_exception(at)
+    assert any("holds these 2 runs" in s.value for s in at.success), texts(at)
+    with session_scope(populated.url) as session:
+        sweep = session.scalar(select(Sweep).where(Sweep.name == "mine"))
+        cells = session.execute(
+            select(Run.experiment, Run.architecture, Run.encoder, Run.init)
+            .where(Run.sweep_id == sweep.id)
+            .order_by(Run.experiment)
+        ).all()
+    assert [tuple(c) for c in cells] == [
+        ("lesion-segmentation-a", "custom", "tiny_model:build", "own"),
+        ("lung-segmentation", "custom", "tiny_model:build", "own"),
+    ]
+
+
 def test_launch_refuses_seeds_that_are_not_numbers(populated, synthetic_data):
     at = open_page("views/launch.py")
     at.text_input(key="launch_data_dir").set_value(str(synthetic_data)).run()
