@@ -100,9 +100,12 @@ def test_own_model_trains_beside_a_baseline_and_unimportable_one_fails(
     )  # fmt: skip
     assert compared["baselines"] == 1 and compared["best_baseline"]["id"] == baseline[0]
     assert compared["rank"]["of"] == 2 and 1 <= compared["rank"]["low"] <= 2
+    # the synthetic test set has 2 volumes: volumes are resampled, then slices
+    assert compared["rank"]["resampled"] == compared["difference"]["resampled"]
+    assert compared["rank"]["resampled"] == "volumes+slices"
     assert compared["run"]["dice"] == pytest.approx(scored[own]["dice"], abs=1e-6)
     text = embedded.cli("compare", "--run", str(own), "--against", "mine").stdout
-    assert "rank" in text and "Holm" in text
+    assert "rank" in text and "Holm" in text and "volumes+slices resampled" in text
 
     # export and predict in fresh processes, with and without the module importable
     exported = json.loads(

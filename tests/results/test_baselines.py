@@ -1,7 +1,9 @@
-"""One run against baselines: rank, bootstrap rank interval, paired difference to the
-best baseline, Holm-adjusted Wilcoxon p. Checked against independent code: ranks with
-scipy.stats.rankdata, the rank interval with a plain loop over the same resamples,
-Wilcoxon with scipy.stats.wilcoxon, Holm with statsmodels' multipletests."""
+"""One run against baselines: rank, hierarchical-bootstrap rank interval, paired
+difference to the best baseline, Holm-adjusted Wilcoxon p. Checked against independent
+code: ranks with scipy.stats.rankdata, the rank interval with a plain loop (numpy's
+weighted average, one resample at a time) over the same resample weights, Wilcoxon with
+scipy.stats.wilcoxon, Holm with statsmodels' multipletests; that volumes are resampled
+by a wider interval than slices alone on clustered data."""
 
 from __future__ import annotations
 
@@ -11,6 +13,9 @@ import scipy.stats as sps
 from statsmodels.stats.multitest import multipletests
 
 from worker.results.baselines import against_baselines, rank_interval
+from worker.results.bootstrap import resample_weights
+
+VOLUMES = np.repeat(np.arange(6), 10)  # 60 slices of 6 test volumes
 
 
 def _dice(seed: int = 1, n: int = 60) -> tuple[np.ndarray, np.ndarray]:
@@ -23,14 +28,14 @@ def _dice(seed: int = 1, n: int = 60) -> tuple[np.ndarray, np.ndarray]:
 def test_rank_and_interval_match_a_plain_loop():
     run, base = _dice()
     d = np.column_stack([run, base])
-    got = rank_interval(d, n_resamples=300, seed=4)
+    got = rank_interval(d, VOLUMES, n_resamples=300, seed=4)
     expected_rank = sps.rankdata(-d.mean(axis=0), method="min")[0]
     assert got["rank"] == expected_rank and got["of"] == 5
-    rng = np.random.default_rng(4)
+    assert got["resampled"] == "volumes+slices"
+    weights = resample_weights(VOLUMES, n_resamples=300, seed=4).weights
     ranks = []
-    for _ in range(300):  # the same draws, one resample at a time
-        idx = rng.integers(0, len(d), size=(1, len(d)))[0]
-        means = d[idx].mean(axis=0)
+    for w in weights:  # the same draws, one resample at a time
+        means = np.average(d, axis=0, weights=w)
         ranks.append(sps.rankdata(-means, method="min")[0])
     low, high = np.quantile(ranks, [0.025, 0.975])
     assert (got["low"], got["high"]) == (pytest.approx(low), pytest.approx(high))
@@ -38,13 +43,27 @@ def test_rank_and_interval_match_a_plain_loop():
 
 def test_clear_winner_ranks_first_in_every_resample():
     run, base = _dice()
-    got = rank_interval(np.column_stack([run + 30, base]), n_resamples=200)
+    got = rank_interval(np.column_stack([run + 30, base]), VOLUMES, n_resamples=200)
     assert (got["rank"], got["low"], got["high"]) == (1, 1.0, 1.0)
+
+
+def test_volume_resampling_widens_the_difference_interval_on_clustered_data():
+    """Two runs whose difference depends on the volume: resampling slices alone
+    treats the 60 slices as independent and gives a narrower interval."""
+    rng = np.random.default_rng(0)
+    per_volume = rng.normal(0, 4, size=6)[VOLUMES]  # how much the run gains, per patient
+    base = np.clip(rng.normal(75, 3, size=(60, 1)), 0, 100)
+    run = base[:, 0] + 1 + per_volume + rng.normal(0, 0.5, size=60)
+    clustered = against_baselines(run, base, VOLUMES, n_resamples=1000)["difference"]
+    flat = against_baselines(run, base, VOLUMES, level="slices", n_resamples=1000)["difference"]
+    assert clustered["mean"] == pytest.approx(flat["mean"])
+    assert (clustered["resampled"], flat["resampled"]) == ("volumes+slices", "slices")
+    assert clustered["high"] - clustered["low"] > 2 * (flat["high"] - flat["low"])
 
 
 def test_difference_and_holm_p_match_scipy_and_statsmodels():
     run, base = _dice()
-    out = against_baselines(run, base, n_resamples=500, seed=0)
+    out = against_baselines(run, base, VOLUMES, n_resamples=500, seed=0)
     assert out["best"] == int(np.argmax(base.mean(axis=0))) == 2
     assert out["difference"]["mean"] == pytest.approx(float((run - base[:, 2]).mean()))
     assert out["difference"]["low"] < out["difference"]["mean"] < out["difference"]["high"]

@@ -3,10 +3,11 @@ the baselines of a sweep, on the test slices they all share.
 
 What it reports, from per-slice Dice (percent, the metric mode given):
 - the run's rank by mean Dice among itself and the selected baselines (1 = best), with
-  a 95% bootstrap interval of that rank: test slices resampled with replacement
-  (seeded), every model's mean recomputed on the same resample, the run ranked again;
+  a 95% bootstrap interval of that rank: the hierarchical bootstrap of
+  worker.results.bootstrap (test volumes, then slices within them; seeded), every
+  model's mean recomputed on the same resample, the run ranked again;
 - the paired difference to the best baseline (run minus baseline, mean over slices)
-  with its bootstrap 95% CI (worker.results.stats.mean_ci);
+  with its 95% CI from the same hierarchical bootstrap;
 - a paired Wilcoxon signed-rank test against every baseline, Holm-adjusted over all of
   them (stats.wilcoxon, stats.holm), the best baseline's adjusted p among them.
 
@@ -16,13 +17,15 @@ own experiment only, and the same test data (manifest) only.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 from sqlalchemy.orm import Session
 
 from db import queries
 from db.grid import MARKERS, grid_kind, is_paper, run_name
-from worker.results import stats
+from worker.results import bootstrap, stats
 from worker.results.frames import ExportError, run_counts
 
 MARKER_NOTE = "+: an smp model beyond the paper's grid; ◆: a user's own model."
@@ -41,45 +44,63 @@ def marked(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def rank_interval(
-    dice: np.ndarray, *, n_resamples: int = stats.BOOTSTRAP_RESAMPLES, seed: int = 0
+    dice: np.ndarray,
+    volumes: Sequence[int] | np.ndarray,
+    *,
+    level: str = "volumes+slices",
+    n_resamples: int = stats.BOOTSTRAP_RESAMPLES,
+    seed: int = 0,
 ) -> dict:
     """Rank of model 0 among the columns of `dice` (slices x models; 1 = highest mean),
-    and the 2.5% / 97.5% quantiles of its rank over slice bootstrap resamples."""
+    and the 2.5% / 97.5% quantiles of its rank over bootstrap resamples at `level` of
+    the slices, slice i being of test volume ``volumes[i]``."""
     d = np.asarray(dice, dtype=np.float64)
-    n, _ = d.shape
     means = d.mean(axis=0)
     rank = int(1 + np.sum(means > means[0]))
-    rng = np.random.default_rng(seed)
-    ranks = np.empty(n_resamples)
-    for start in range(0, n_resamples, 500):
-        k = min(500, n_resamples - start)
-        idx = rng.integers(0, n, size=(k, n))
-        weights = np.zeros((k, n))
-        np.add.at(weights, (np.arange(k)[:, None], idx), 1.0)
-        resampled = weights @ d / n  # k x models
-        ranks[start : start + k] = 1 + np.sum(resampled > resampled[:, :1], axis=1)
+    r = bootstrap.resample_weights(volumes, level=level, n_resamples=n_resamples, seed=seed)
+    resampled = r.means(d.T)  # resamples x models
+    ranks = 1 + np.sum(resampled > resampled[:, :1], axis=1)
     low, high = np.quantile(ranks, [0.025, 0.975])
-    return {"rank": rank, "of": d.shape[1], "low": float(low), "high": float(high)}
+    return {
+        "rank": rank,
+        "of": d.shape[1],
+        "low": float(low),
+        "high": float(high),
+        "resampled": r.resampled,
+    }
 
 
 def against_baselines(
     run_dice: np.ndarray,
     baseline_dice: np.ndarray,
+    volumes: Sequence[int] | np.ndarray,
     *,
+    level: str = "volumes+slices",
     n_resamples: int = stats.BOOTSTRAP_RESAMPLES,
     seed: int = 0,
 ) -> dict:
     """The statistics of the module docstring for one run (slices) and its baselines
-    (slices x baselines), all on the same slices."""
+    (slices x baselines), all on the same slices (slice i of test volume volumes[i])."""
     run = np.asarray(run_dice, dtype=np.float64).ravel()
     base = np.asarray(baseline_dice, dtype=np.float64).reshape(len(run), -1)
     tests = [stats.wilcoxon(run, base[:, j]) for j in range(base.shape[1])]
     adjusted = stats.holm([t["p_value"] for t in tests])
     best = int(np.argmax(base.mean(axis=0)))
+    paired = bootstrap.paired_difference(
+        run, base[:, best], volumes, level=level, n_resamples=n_resamples, seed=seed
+    )
+    ranks = rank_interval(
+        np.column_stack([run, base]), volumes, level=level, n_resamples=n_resamples, seed=seed
+    )
     return {
-        "rank": rank_interval(np.column_stack([run, base]), n_resamples=n_resamples, seed=seed),
+        "rank": ranks,
         "best": best,
-        "difference": stats.mean_ci(run - base[:, best], n_resamples=n_resamples, seed=seed),
+        "difference": {
+            "mean": paired["difference"],
+            "low": paired["low"],
+            "high": paired["high"],
+            "resampled": paired["resampled"],
+        },
         "wilcoxon": [{**t, "p_holm": float(q)} for t, q in zip(tests, adjusted, strict=True)],
     }
 
@@ -131,7 +152,8 @@ def compare_to_baselines(
 
     run_dice = dice(run_id)
     base_dice = np.column_stack([dice(b["id"]) for b in baselines])
-    out = against_baselines(run_dice, base_dice, n_resamples=n_resamples, seed=seed)
+    volumes = [v for v, _ in order]
+    out = against_baselines(run_dice, base_dice, volumes, n_resamples=n_resamples, seed=seed)
     tests = out["wilcoxon"]
     best = baselines[out["best"]]
     return {
@@ -175,10 +197,12 @@ def describe(result: dict) -> str:
             f"run {r['id']} {r['name']}: Dice {r['dice']:.2f}% on {result['slices']} test "
             f"slices ({result['mode']})",
             f"rank {k['rank']} of {k['of']} among {result['baselines']} {what} of sweep "
-            f"'{result['sweep']}' (95% bootstrap rank interval {k['low']:.0f}-{k['high']:.0f})",
+            f"'{result['sweep']}' (95% bootstrap rank interval {k['low']:.0f}-{k['high']:.0f}, "
+            f"{k['resampled']} resampled)",
             f"best baseline: run {b['id']} {b['name']}, Dice {b['dice']:.2f}%",
             f"difference to it: {d['mean']:+.2f} points (95% CI {d['low']:+.2f} to "
-            f"{d['high']:+.2f}), Wilcoxon p = {result['p_holm']:.3g} (Holm over "
+            f"{d['high']:+.2f}, {d['resampled']} resampled), Wilcoxon p = "
+            f"{result['p_holm']:.3g} (slices taken as independent; Holm over "
             f"{result['baselines']} baselines)",
             f"significantly better than {result['better_than']}, worse than "
             f"{result['worse_than']} of them (Holm-adjusted alpha {result['alpha']})",
