@@ -21,14 +21,15 @@ venv: $(BIN)/segbench
 run: venv
 	$(SEGBENCH) up --demo --dir $(DEMO_DIR)
 
-# Two pytest workers (tests/conftest.py sends each module whole to one; queue tests
-# start redis-servers of their own); then the tests that assert a wall-clock
+# Two pytest workers, each module whole to one (`--dist loadfile`: its module
+# fixtures, trained models, are built once; queue tests start redis-servers of their
+# own, so none shares a broker); then the tests that assert a wall-clock
 # bound (marked `timing`: recovery within 60 s) alone, with the machine to themselves.
 # TEST_WORKERS=0 runs the first part serially.
 TEST_WORKERS ?= 2
 
 test: venv
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "not timing"
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not timing"
 	$(BIN)/python -m pytest -m timing
 
 test-fast: venv

@@ -59,14 +59,3 @@ def fresh_settings():
     yield
     for cache in caches:
         cache.cache_clear()
-
-
-# Each module runs as a whole in one xdist worker, so its module fixtures (trained
-# models) are built once; modules spread over the workers (`--dist loadgroup`). Tests
-# with Redis each start a redis-server of their own (tests/queue/queue_stack.py), so
-# none shares a broker with another. Tests marked `timing` run after all of them,
-# alone (the Makefile's second pytest call).
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    root = Path(__file__).parent
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(item.path.relative_to(root).as_posix()))
