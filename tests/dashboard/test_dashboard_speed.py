@@ -67,7 +67,7 @@ def test_page_renders_within_a_second_at_paper_scale(full_db, monkeypatch, page)
     for _ in range(2):
         st.cache_data.clear()
         cold.append(render_seconds(at, page))
-    warm = render_seconds(at, page)
+    warm = min(render_seconds(at, page) for _ in range(2))  # the least of two, as cold
     assert not at.exception
     # The budget holds for a machine with a core to spare (make test runs this module
     # alone); with more runnable processes than cores it grows by that factor.
