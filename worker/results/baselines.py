@@ -54,10 +54,14 @@ def rank_interval(
     """Rank of model 0 among the columns of `dice` (slices x models; 1 = highest mean),
     and the 2.5% / 97.5% quantiles of its rank over bootstrap resamples at `level` of
     the slices, slice i being of test volume ``volumes[i]``."""
-    d = np.asarray(dice, dtype=np.float64)
+    r = bootstrap.resample_weights(volumes, level=level, n_resamples=n_resamples, seed=seed)
+    return _rank_interval(np.asarray(dice, dtype=np.float64), r)
+
+
+def _rank_interval(d: np.ndarray, r: bootstrap.Resamples) -> dict:
+    """rank_interval on resamples already drawn."""
     means = d.mean(axis=0)
     rank = int(1 + np.sum(means > means[0]))
-    r = bootstrap.resample_weights(volumes, level=level, n_resamples=n_resamples, seed=seed)
     resampled = r.means(d.T)  # resamples x models
     ranks = 1 + np.sum(resampled > resampled[:, :1], axis=1)
     low, high = np.quantile(ranks, [0.025, 0.975])
@@ -86,20 +90,18 @@ def against_baselines(
     tests = [stats.wilcoxon(run, base[:, j]) for j in range(base.shape[1])]
     adjusted = stats.holm([t["p_value"] for t in tests])
     best = int(np.argmax(base.mean(axis=0)))
-    paired = bootstrap.paired_difference(
-        run, base[:, best], volumes, level=level, n_resamples=n_resamples, seed=seed
-    )
-    ranks = rank_interval(
-        np.column_stack([run, base]), volumes, level=level, n_resamples=n_resamples, seed=seed
-    )
+    # one set of resamples for the rank and the difference (the same replicates)
+    r = bootstrap.resample_weights(volumes, level=level, n_resamples=n_resamples, seed=seed)
+    difference = run - base[:, best]
+    low, high = bootstrap.percentile_interval(r.means(difference))
     return {
-        "rank": ranks,
+        "rank": _rank_interval(np.column_stack([run, base]), r),
         "best": best,
         "difference": {
-            "mean": paired["difference"],
-            "low": paired["low"],
-            "high": paired["high"],
-            "resampled": paired["resampled"],
+            "mean": float(difference.mean()),
+            "low": float(low),
+            "high": float(high),
+            "resampled": r.resampled,
         },
         "wilcoxon": [{**t, "p_holm": float(q)} for t, q in zip(tests, adjusted, strict=True)],
     }
