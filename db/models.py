@@ -28,7 +28,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # The Alembic revision these models correspond to (tests check it is the head), so
 # that checking a database's schema needs no Alembic import.
-SCHEMA_REVISION = "0002"
+SCHEMA_REVISION = "0003"
 
 RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
@@ -131,6 +131,8 @@ class Run(Base):
     library_versions: Mapped[dict[str, Any] | None]
     git_commit: Mapped[str | None] = mapped_column(String(64))
     device: Mapped[str | None] = mapped_column(String(128))
+    # db.protocol.environment_key of the run's environment: runs pool only within one
+    environment_key: Mapped[str | None] = mapped_column(String(16))
     dataset_name: Mapped[str] = mapped_column(String(200))
     manifest_hash: Mapped[str | None] = mapped_column(String(64))
     synthetic: Mapped[bool] = mapped_column(Boolean)

@@ -25,7 +25,7 @@ from db.models import (
     VolumeResult,
     utcnow,
 )
-from db.protocol import EpochRecord, RunOutcome
+from db.protocol import EpochRecord, RunOutcome, environment_key
 
 
 def _jsonable(value: Any) -> Any:
@@ -46,6 +46,7 @@ def record_start(session: Session, *, run_id: int, config: dict[str, Any]) -> No
         "git_commit": config.get("git_commit"),
         "device": config.get("device"),
         "parameters_m": config.get("parameters_m"),
+        "environment_key": config.get("environment_key"),
         "heartbeat_at": utcnow(),
     }
     if config.get("resume_note"):  # else keep what the run said so far (a download, say)
@@ -156,6 +157,17 @@ def _replace_rows(session: Session, model, run_id: int, rows: list[dict[str, Any
         session.execute(insert(model.__table__), [{**row, "run_id": run_id} for row in rows])
 
 
+def _environment_values(session: Session, run_id: int, environment: dict | None) -> dict:
+    """The environment a run really trained in, as it ended (a CUDA graph that fell
+    back to eager steps, ops without a deterministic kernel): into its config and key."""
+    if environment is None:
+        return {}
+    config = dict(session.scalar(select(Run.config).where(Run.id == run_id)) or {})
+    config["environment"] = _jsonable(environment)
+    config["environment_key"] = environment_key(environment)
+    return {"config": config, "environment_key": config["environment_key"]}
+
+
 def finish(session: Session, *, run_id: int, outcome: RunOutcome) -> None:
     """Write the test results and artifacts of a run and mark it succeeded.
 
@@ -198,6 +210,7 @@ def finish(session: Session, *, run_id: int, outcome: RunOutcome) -> None:
         update(Run)
         .where(Run.id == run_id)
         .values(
+            **_environment_values(session, run_id, outcome.environment),
             status="succeeded",
             finished_at=now,
             heartbeat_at=now,

@@ -1,4 +1,4 @@
-"""Validation loss, test evaluation and the best model of a finished run."""
+"""Test evaluation and the best model of a finished run."""
 
 from __future__ import annotations
 
@@ -19,17 +19,6 @@ from worker.training.device import to_tensor
 from worker.training.volumes import VolumeScorer, mean_defined
 
 CHECKPOINT_BEST = "checkpoint_best"
-
-
-def validation_loss(model, x: torch.Tensor, y: torch.Tensor, loss_fn, batch_size: int) -> float:
-    """Mean loss over the validation slices, always in fp32 (it selects the model)."""
-    model.eval()
-    values = []
-    with torch.inference_mode():
-        for start in range(0, len(x), batch_size):
-            pred = model(x[start : start + batch_size])
-            values.append(loss_fn(pred, y[start : start + batch_size]))
-    return float(torch.stack(values).mean()) if values else float("nan")
 
 
 def gallery_indices(masks: np.ndarray, k: int = 4) -> list[int]:
@@ -112,7 +101,9 @@ def evaluate(
     return result, masks
 
 
-def finish_run(spec, model, dataset, state, parameters_m, recorder, device) -> RunOutcome:
+def finish_run(
+    spec, model, dataset, state, parameters_m, recorder, device, environment=None
+) -> RunOutcome:
     """Test the best model (already loaded into `model`), save it as safetensors +
     config.json under ``checkpoint_best/``, and hand the outcome to the recorder."""
     p = spec.protocol
@@ -177,6 +168,7 @@ def finish_run(spec, model, dataset, state, parameters_m, recorder, device) -> R
         first_layer_before=before.numpy().tobytes(),
         first_layer_after=after.numpy().tobytes(),
         first_layer_shape=tuple(after.shape),
+        environment=environment,
     )
     recorder.finish(outcome)
     return outcome
