@@ -28,7 +28,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # The Alembic revision these models correspond to (tests check it is the head), so
 # that checking a database's schema needs no Alembic import.
-SCHEMA_REVISION = "0002"
+SCHEMA_REVISION = "0003"
 
 RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
@@ -147,6 +147,9 @@ class Run(Base):
     error: Mapped[str | None] = mapped_column(Text)
     # What happened to the run that a user should know (how it resumed, what it ignored).
     note: Mapped[str | None] = mapped_column(Text)
+    # Of a failed run: the exception's traceback and the last lines logged while it ran.
+    traceback: Mapped[str | None] = mapped_column(Text)
+    log_tail: Mapped[str | None] = mapped_column(Text)
 
     epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     epochs: Mapped[int] = mapped_column(Integer)
