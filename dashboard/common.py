@@ -56,6 +56,34 @@ def attempt(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
         return None
 
 
+def capture(fn: Callable[..., T], *args: Any, **kwargs: Any) -> tuple[T | None, str | None]:
+    """For actions run in a widget's callback (before the page draws, so that what it
+    changed shows at once): (result, None), or (None, the error's one sentence)."""
+    try:
+        return fn(*args, **kwargs), None
+    except (sa_exc.SQLAlchemyError, *USER_ERRORS) as error:
+        log.warning("dashboard action failed: %s", error)
+        return None, one_sentence(error)
+
+
+NOTICE_KINDS = {"success": ":material/check_circle:", "error": ":material/error:"}
+
+
+def notice(key: str) -> None:
+    """Show (once) the message a callback left under session key `key`."""
+    kind, text = st.session_state.pop(key, (None, None))
+    if kind is not None:
+        getattr(st, kind)(text, icon=NOTICE_KINDS.get(kind))
+
+
+def run_link(run_id: int) -> str:
+    """The Run page's address for one run (a deep link: ?run=17)."""
+    return f"/run?run={int(run_id)}"
+
+
+RUN_LINK_TEXT = r"run=(\d+)"  # what a LinkColumn of run_link() values shows: the id
+
+
 def synthetic_badge(synthetic: Any) -> None:
     """The SYNTHETIC DATA badge, shown whenever any result on the page is synthetic."""
     if isinstance(synthetic, pd.Series):

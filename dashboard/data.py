@@ -27,8 +27,8 @@ from db.session import redact, session_scope
 from db.settings import get_settings
 from worker.data.dataset import dataset_info as read_dataset_info
 from worker.data.dataset import load_dataset
-from worker.data.layout import read_layout
 from worker.data.errors import DataError
+from worker.data.layout import read_layout
 from worker.queue import doctor, service
 from worker.results.frames import results_frame
 from worker.results.ranking import rank_frequencies
