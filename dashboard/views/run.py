@@ -174,19 +174,21 @@ def gallery_section(url: str, run: dict[str, Any]) -> None:
         return
     palette = common.palette_choice()
     protocol = Protocol.from_dict(run["protocol"])
+    read = [data.ground_truth_slice, run["data_dir"], run["experiment"], protocol.image_size]
+    first = common.attempt(*read, min(masks), protocol.test_resize)  # one error at most
     columns = st.columns(4)
     for i, (index, mask) in enumerate(sorted(masks.items())):
-        loaded = common.attempt(
-            data.ground_truth_slice, run["data_dir"], run["experiment"], protocol.image_size,
-            index, protocol.test_resize,
-        )  # fmt: skip
-        if loaded is None or loaded[0].shape != mask.shape:
+        loaded = first and common.attempt(*read, index, protocol.test_resize)
+        if not loaded or loaded[0].shape != mask.shape:
             rgb, caption = arrays.mask_image(mask), f"test slice #{index} (prediction only)"
         else:
             rgb = arrays.overlay(loaded[0], loaded[1], mask, palette=palette)
             caption = f"test slice #{index}"
         columns[i % 4].image(arrays.upscale(np.asarray(rgb)), caption=caption, width="stretch")
-    common.overlay_legend(palette)
+    if first is None:
+        st.caption("Without the dataset folder only the predicted masks (white) can be drawn.")
+    else:
+        common.overlay_legend(palette)
 
 
 def protocol_section(run: dict[str, Any]) -> None:
