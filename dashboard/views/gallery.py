@@ -32,9 +32,10 @@ test_resize = str((row["protocol"] or {}).get("test_resize", "standard"))
 
 
 def best_and_worst(runs: pd.DataFrame) -> list[int]:
-    """Run ids of the best and the worst encoder of each architecture (by Dice)."""
+    """Run ids of the best and the worst encoder of each architecture (by Dice): the
+    paper's four first, then any other (smp models beyond the paper, users' models)."""
     chosen: list[int] = []
-    for architecture in ARCHITECTURES:
+    for architecture in dict.fromkeys([*ARCHITECTURES, *runs["architecture"]]):
         part = runs[runs["architecture"] == architecture]
         if part.empty:
             continue

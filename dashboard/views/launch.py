@@ -172,7 +172,8 @@ def figures_section(selection: Selection, seeds: list[int], protocol: Protocol |
     found = cost(cells, protocol, workers)
     disk, time = found["disk"], found["time"]
     if disk is not None:
-        m[2].metric("Disk (estimate)", f"{disk['peak'] / GB:.1f} GB")
+        sized = disk["unknown"] < runs  # runs of user models have no size table
+        m[2].metric("Disk (estimate)", f"{disk['peak'] / GB:.1f} GB" if sized else "–")
         note = (
             f"Disk (estimate): {disk['finished'] / GB:.1f} GB of best models once the "
             f"{runs} runs have finished, {disk['peak'] / GB:.1f} GB at most while "

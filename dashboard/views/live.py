@@ -87,7 +87,7 @@ def running_table(running: pd.DataFrame) -> None:
             "epoch": [
                 f"{e} / {n}" for e, n in zip(running["epoch"], running["epochs"], strict=True)
             ],
-            "s / epoch": running["seconds_per_epoch"],
+            "s / epoch": pd.to_numeric(running["seconds_per_epoch"], errors="coerce"),
             "worker": running["worker"],
             "attempt": running["attempts"],
             "note": [
@@ -193,8 +193,10 @@ def curve_choice(running: pd.DataFrame) -> list[int]:
     st.session_state["live_labels"] = labels
     options = list(dict.fromkeys([*labels, *chosen]))
     if not st.session_state.get(TOUCHED_KEY):
-        # Until the user picks runs, follow the runs that are training now.
-        st.session_state[CURVES_KEY] = [int(i) for i in running["id"]][:MAX_DEFAULT_CURVES]
+        # Until the user picks runs, follow the runs that are training now (or, when
+        # none is, the ones that trained last).
+        follow = running["id"] if not running.empty else recent["id"]
+        st.session_state[CURVES_KEY] = [int(i) for i in follow][:MAX_DEFAULT_CURVES]
 
     def touched() -> None:
         st.session_state[TOUCHED_KEY] = True

@@ -16,6 +16,7 @@ from db.protocol import Protocol
 from worker.results import charts
 
 MAX_LISTED = 500
+CODE_HEIGHT = 320  # px; a traceback and a log tail scroll inside their boxes
 STATUS_COLOURS = {"succeeded": "green", "failed": "red", "cancelled": "gray", "running": "blue"}
 RUN_COLUMN = st.column_config.LinkColumn("run", display_text=common.RUN_LINK_TEXT)
 
@@ -99,11 +100,11 @@ def failure_section(run: dict[str, Any]) -> None:
     st.error(run["error"] or "No reason was recorded.", icon=":material/error:")
     if run["traceback"]:
         st.markdown("**Traceback**")
-        st.code(run["traceback"], language="python")
+        st.code(run["traceback"], language="python", height=CODE_HEIGHT)
     if run["log_tail"]:
         lines = run["log_tail"].count("\n") + 1
         st.markdown(f"**The last {lines} lines its worker logged while it ran**")
-        st.code(run["log_tail"], language="log")
+        st.code(run["log_tail"], language="log", height=CODE_HEIGHT)
     if not (run["traceback"] or run["log_tail"]):
         st.caption(
             "No traceback was stored: the run failed outside its worker's training (for "
