@@ -16,7 +16,7 @@ from db.protocol import Protocol
 from worker.results import charts
 
 MAX_LISTED = 500
-CODE_HEIGHT = 320  # px; a traceback and a log tail scroll inside their boxes
+CODE_HEIGHT, CODE_LINES = 320, 14  # px; longer tracebacks and logs scroll in their box
 STATUS_COLOURS = {"succeeded": "green", "failed": "red", "cancelled": "gray", "running": "blue"}
 RUN_COLUMN = st.column_config.LinkColumn("run", display_text=common.RUN_LINK_TEXT)
 
@@ -93,6 +93,11 @@ def header_section(run: dict[str, Any]) -> None:
         st.info(run["note"], icon=":material/info:")
 
 
+def code_height(text: str) -> int | None:
+    """A long traceback or log scrolls inside a box of CODE_HEIGHT; a short one fits."""
+    return CODE_HEIGHT if text.count("\n") > CODE_LINES else None
+
+
 def failure_section(run: dict[str, Any]) -> None:
     if run["status"] != "failed":
         return
@@ -100,11 +105,13 @@ def failure_section(run: dict[str, Any]) -> None:
     st.error(run["error"] or "No reason was recorded.", icon=":material/error:")
     if run["traceback"]:
         st.markdown("**Traceback**")
-        st.code(run["traceback"], language="python", height=CODE_HEIGHT)
+        st.code(run["traceback"], language="python", height=code_height(run["traceback"]))
     if run["log_tail"]:
         lines = run["log_tail"].count("\n") + 1
-        st.markdown(f"**The last {lines} lines its worker logged while it ran**")
-        st.code(run["log_tail"], language="log", height=CODE_HEIGHT)
+        what = "line" if lines == 1 else f"{lines} lines"
+        st.markdown(f"**The last {what} its worker logged while it ran**")
+        st.code(run["log_tail"], language="log", height=code_height(run["log_tail"]),
+                wrap_lines=True)  # fmt: skip
     if not (run["traceback"] or run["log_tail"]):
         st.caption(
             "No traceback was stored: the run failed outside its worker's training (for "

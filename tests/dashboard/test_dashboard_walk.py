@@ -161,6 +161,12 @@ def enqueue_a_failing_run(stack) -> int:
     return submitted["runs"][0]
 
 
+def scroll_to(page, heading: str) -> None:
+    """Scroll so that `heading` is at the top of the screen."""
+    page.get_by_role("heading", name=heading).first.evaluate("e => e.scrollIntoView()")
+    page.wait_for_timeout(300)
+
+
 def visit(page, base: str, path: str, title: str) -> None:
     page.goto(f"{base}/{path}")
     settle(page)
@@ -193,6 +199,7 @@ def test_a_new_users_walk_in_light_and_dark(stack, browser, monkeypatch):
     page.get_by_text("RuntimeError: boom: the failing test model stops at step 12").first.wait_for()
     page.get_by_text("epoch 1: train loss").first.wait_for()  # the stored log tail
     no_exception(page)
+    scroll_to(page, "Why it failed")
     shoot(page, "run-failed", "light")
 
     # the Run page of a succeeded run, by its address
@@ -239,5 +246,7 @@ def test_a_new_users_walk_in_light_and_dark(stack, browser, monkeypatch):
             "getComputedStyle(document.querySelector('[data-testid=stApp]')).backgroundColor"
         )
         assert background != "rgb(255, 255, 255)", f"{name}: not in the dark theme"
+        if name == "run-failed":
+            scroll_to(page, "Why it failed")
         shoot(page, name, "dark")
     dark.close()

@@ -96,13 +96,13 @@ def execute(
     if claimed is None:
         log.info("run %d: nothing to claim (running elsewhere or finished)", run_id)
         return SKIPPED
-    log.info(
-        "run %d (%s) claimed by %s, attempt %d", run_id, claimed.spec.name, worker, claimed.attempts
-    )
     recorder = LeasedRecorder(
         database_url, run_id, worker, settings.lease_seconds, should_stop=should_stop
     )
     tail = run_log.attach()  # kept with the run if it fails
+    log.info(
+        "run %d (%s) claimed by %s, attempt %d", run_id, claimed.spec.name, worker, claimed.attempts
+    )
     try:
         with Heartbeat(recorder, interval=heartbeat_interval(settings)):
             weights.prepare(database_url, run_id, worker, claimed.spec)
