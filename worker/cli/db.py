@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from db import migrate, queries
+from db.grid import EXPERIMENT_SPECS
 from db.session import redact, session_scope
 from worker.cli.app import app
 from worker.cli.options import (
@@ -45,11 +46,7 @@ def _cell(value: object, digits: int = 2) -> str:
     return str(value)
 
 
-SHORT_EXPERIMENT = {
-    "lung-segmentation": "lung",
-    "lesion-segmentation-a": "lesion-a",
-    "lesion-segmentation-b": "lesion-b",
-}
+SHORT_EXPERIMENT = {e.name: e.short for e in EXPERIMENT_SPECS.values()}
 WIDE_COLUMNS = (
     "id",
     "experiment",
