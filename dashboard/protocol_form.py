@@ -1,96 +1,25 @@
-"""The Launch page's protocol inputs: one input per field of db.protocol.Protocol, built
-by iterating the dataclass's fields, so a field added to the protocol (and hashed into
-every run's identity) is reachable from the page without touching it.
-
-How a field is asked for (its label, choices and help) is read from FIELD_INPUTS; a
-field missing there still gets an input from its type, labelled with its name.
-"""
+"""The Launch page's protocol inputs: one input per shared field of the protocol, built
+by iterating db.protocol.PROTOCOL_FIELDS (each field's label, help and choices are
+declared once there), so a field added to the protocol, and hashed into every run's
+identity, is reachable from the page without touching it."""
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import streamlit as st
 
 from db.presets import PRESETS
-from db.protocol import (
-    AUGMENT_MODES,
-    BOUNDARY_MODES,
-    LIMITS,
-    LOSSES,
-    MAX_NSD_TOLERANCE_MM,
-    METRIC_MODES,
-    PER_RUN_FIELDS,
-    PRECISIONS,
-    TEST_RESIZES,
-    Protocol,
-)
+from db.protocol import LIMITS, MAX_NSD_TOLERANCE_MM, PROTOCOL_FIELDS, Protocol, ProtocolField
 
 COLUMNS = 4
 IMAGE_STEP = 32  # image sizes are multiples of 32 (encoder depth 5)
-
-
-@dataclasses.dataclass(frozen=True)
-class FieldInput:
-    label: str
-    choices: tuple[str, ...] | None = None
-    help: str | None = None
-
-
-FIELD_INPUTS: dict[str, FieldInput] = {
-    "epochs": FieldInput("Epochs", help="Paper: 200; the authors' code: 100."),
-    "image_size": FieldInput(
-        "Image size (px)",
-        help="Slices are resized to this size. Defaults to the chosen dataset's slice size; "
-        "the paper: 512.",
-    ),
-    "batch_size": FieldInput("Batch size", help="Paper: 2."),
-    "lr": FieldInput("Learning rate", help="Adam's learning rate; paper: 0.001."),
-    "loss": FieldInput(
-        "Loss",
-        LOSSES,
-        "soft-dice: the paper's text; authors-2020-dice: the code that trained its models.",
-    ),
-    "metric_mode": FieldInput(
-        "Metrics",
-        METRIC_MODES,
-        "standard: 0/0 counts as 1; authors-2020: the authors' 2020 evaluation code.",
-    ),
-    "augment": FieldInput("Augment", help="Flips, rotation and scaling of training slices."),
-    "augment_mode": FieldInput(
-        "Augmentation",
-        AUGMENT_MODES,
-        "paper: bilinear, zero padding; authors-code: nearest neighbour, padding with HU 0.",
-    ),
-    "train_precision": FieldInput(
-        "Training precision",
-        PRECISIONS,
-        "fp32: the paper's. bf16 speeds up GPU training and can move Dice by points; "
-        "validation and test always run in fp32.",
-    ),
-    "test_resize": FieldInput(
-        "Test resize",
-        TEST_RESIZES,
-        "pil-antialias: the test slices resized as the authors' PIL code did.",
-    ),
-    "nsd_tolerance_mm": FieldInput(
-        "NSD tolerance (mm)",
-        help="Surface distance up to which a boundary point counts as matched (NSD).",
-    ),
-    "boundary_mode": FieldInput(
-        "Boundary mode",
-        BOUNDARY_MODES,
-        "surface-area: area-weighted surfaces (DeepMind's surface-distance); border-voxel: "
-        "border voxels weigh one each (MONAI, medpy).",
-    ),
-}
 FLOAT_LIMITS = {"lr": (1e-7, 10.0), "nsd_tolerance_mm": (0.01, MAX_NSD_TOLERANCE_MM)}
 
 
-def fields() -> list[dataclasses.Field]:
+def fields() -> list[ProtocolField]:
     """The protocol's fields a sweep shares (all but the per-run seed)."""
-    return [f for f in dataclasses.fields(Protocol) if f.name not in PER_RUN_FIELDS]
+    return [f for f in PROTOCOL_FIELDS if not f.per_run]
 
 
 def defaults(preset: str) -> dict[str, Any]:
@@ -104,10 +33,6 @@ def fitting_size(native: int | None) -> int | None:
     if not native:
         return None
     return int(min(max(IMAGE_STEP, native // IMAGE_STEP * IMAGE_STEP), LIMITS["image_size"]))
-
-
-def label(name: str) -> str:
-    return FIELD_INPUTS[name].label if name in FIELD_INPUTS else name.replace("_", " ")
 
 
 def protocol_inputs(preset: str, *, native_size: int | None = None) -> dict[str, Any]:
@@ -124,48 +49,29 @@ def protocol_inputs(preset: str, *, native_size: int | None = None) -> dict[str,
     values: dict[str, Any] = {}
     for i, field in enumerate(fields()):
         name, value = field.name, start[field.name]
-        spec = FIELD_INPUTS.get(name, FieldInput(label(name)))
         key = f"launch_{name}_{preset}" + (f"_{size}" if name == "image_size" else "")
+        common = {"label": field.label, "key": key, "help": field.help}
         column = columns[i % COLUMNS]
-        if spec.choices is not None:
-            options = list(spec.choices)
-            values[name] = column.selectbox(
-                spec.label, options, index=options.index(value), key=key, help=spec.help
-            )
-        elif isinstance(value, bool):
-            values[name] = column.checkbox(spec.label, value=value, key=key, help=spec.help)
-        elif isinstance(value, int):
+        if field.choices is not None:
+            options = list(field.choices)
+            values[name] = column.selectbox(options=options, index=options.index(value), **common)
+        elif field.type is bool:
+            values[name] = column.checkbox(value=value, **common)
+        elif field.type is int:
             step = IMAGE_STEP if name == "image_size" else 1
+            most = LIMITS.get(name, 1_000_000)
             values[name] = int(
                 column.number_input(
-                    spec.label,
-                    min_value=step,
-                    max_value=LIMITS.get(name, 1_000_000),
-                    value=value,
-                    step=step,
-                    key=key,
-                    help=spec.help,
-                )  # fmt: skip
+                    min_value=step, max_value=most, value=value, step=step, **common
+                )
             )
-        elif isinstance(value, float):
+        elif field.type is float:
             low, high = FLOAT_LIMITS.get(name, (0.0, 1e9))
             values[name] = float(
                 column.number_input(
-                    spec.label,
-                    min_value=low,
-                    max_value=high,
-                    value=value,
-                    format="%g",
-                    key=key,
-                    help=spec.help,
-                )  # fmt: skip
+                    min_value=low, max_value=high, value=float(value), format="%g", **common
+                )
             )
         else:
-            values[name] = column.text_input(spec.label, str(value), key=key, help=spec.help)
+            values[name] = column.text_input(value=str(value), **common)
     return values
-
-
-def summary(protocol: Protocol) -> str:
-    """Every shared field of `protocol` as `label value`, in declaration order."""
-    shared = protocol.shared_dict()
-    return ", ".join(f"{label(f.name).lower()} {shared[f.name]}" for f in fields())

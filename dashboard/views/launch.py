@@ -16,7 +16,7 @@ from db import queries
 from db.catalog import SMP_ARCHITECTURES, SMP_ENCODERS
 from db.errors import InvalidInput
 from db.grid import ARCHITECTURES, ENCODERS, EXPERIMENTS, FAMILIES, INITS, custom_specs, expand
-from db.presets import PRESET_NAMES, check_seeds, resolve
+from db.presets import PRESET_NAMES, check_seeds, protocol_line, resolve
 from db.protocol import Protocol
 from db.settings import get_settings
 
@@ -119,7 +119,7 @@ def protocol_section(dataset: dict[str, Any] | None) -> Protocol | None:
     values = protocol_form.protocol_inputs(preset, native_size=native)
     protocol = common.attempt(resolve, preset, **values)
     if protocol is not None:
-        st.caption(f"Protocol {protocol.hash()}: {protocol_form.summary(protocol)}.")
+        st.caption(f"Protocol {protocol.hash()}: {protocol_line(protocol)}.")
     return protocol
 
 

@@ -207,8 +207,7 @@ def protocol_section(run: dict[str, Any]) -> None:
     left.dataframe(
         pd.DataFrame(
             [
-                {"setting": protocol_form.label(f.name), "value": str(shared[f.name])}
-                for f in protocol_form.fields()
+                {"setting": f.label, "value": str(shared[f.name])} for f in protocol_form.fields()
             ]  # fmt: skip
         ),
         hide_index=True,

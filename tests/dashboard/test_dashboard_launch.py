@@ -136,7 +136,7 @@ def test_image_size_starts_at_the_datasets_slice_size(empty_url, synthetic_data)
     no_exception(at)
     assert at.number_input(key="launch_image_size_paper_64").value == 64
     assert "slices of 64 px" in texts(at)
-    assert "image size (px) 64" in texts(at)
+    assert "64 px, batch 2" in texts(at)  # the protocol line
 
 
 def test_every_protocol_field_is_on_the_page(populated, synthetic_data):
@@ -152,7 +152,7 @@ def test_every_protocol_field_is_on_the_page(populated, synthetic_data):
     choose(at, inits=["random"], sweep="boundary")
     at.number_input(key="launch_nsd_tolerance_mm_paper").set_value(1.5).run()
     at.selectbox(key="launch_boundary_mode_paper").set_value("border-voxel").run()
-    assert "nsd tolerance (mm) 1.5" in texts(at) and "boundary mode border-voxel" in texts(at)
+    assert "NSD tolerance 1.5 mm" in texts(at) and "boundary border-voxel" in texts(at)
     at.button(key="launch_enqueue").click().run()
     no_exception(at)
     with session_scope(populated.url) as session:
