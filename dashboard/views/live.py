@@ -87,7 +87,7 @@ def running_table(running: pd.DataFrame) -> None:
             "epoch": [
                 f"{e} / {n}" for e, n in zip(running["epoch"], running["epochs"], strict=True)
             ],
-            "s / epoch": pd.to_numeric(running["seconds_per_epoch"], errors="coerce"),
+            "s / epoch": running["seconds_per_epoch"].astype(float),  # None: not measured yet
             "worker": running["worker"],
             "attempt": running["attempts"],
             "note": [
@@ -164,11 +164,13 @@ def eta_caption(eta: dict) -> None:
         )
         st.caption(f"{eta['remaining_epochs']:,} epochs left; time left unknown: {why}.")
         return
+    per_epoch = eta["seconds_per_epoch"]
     st.caption(
         f"Time left (estimate): about **{common.duration(eta['eta_seconds'])}**: "
         f"{eta['remaining_epochs']:,} epochs of the queued and running runs at "
-        f"{eta['seconds_per_epoch']:.1f} s each (the mean of this sweep's measured epochs) "
-        f"on {eta['workers']} live worker(s), {eta['slots']} run(s) at once."
+        f"{per_epoch:.{2 if per_epoch < 10 else 1}f} s each (the mean of the measured epochs of "
+        f"{'this sweep' if sweep else 'every sweep'}) on {eta['workers']} live worker(s), "
+        f"{eta['slots']} run(s) at once."
     )
 
 

@@ -47,8 +47,10 @@ def eta_line(eta: dict) -> str:
         return f"{left}. {NO_WORKER}"
     if eta["seconds_per_epoch"] is None:
         return f"{left}; time left: known once an epoch has finished."
+    per_epoch = eta["seconds_per_epoch"]
+    digits = 2 if per_epoch < 10 else 1
     return (
-        f"{left} at {eta['seconds_per_epoch']:.1f} s per epoch on {eta['workers']} live "
+        f"{left} at {per_epoch:.{digits}f} s per epoch on {eta['workers']} live "
         f"worker(s) ({eta['slots']} run(s) at once): about {duration(eta['eta_seconds'])} left."
     )
 
