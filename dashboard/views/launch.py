@@ -171,9 +171,14 @@ def figures_section(selection: Selection, seeds: list[int], protocol: Protocol |
     cells = [(s.architecture, s.encoder) for s in selection.specs for _ in seeds]
     found = cost(cells, protocol, workers)
     disk, time = found["disk"], found["time"]
-    if disk is not None:
-        sized = disk["unknown"] < runs  # runs of user models have no size table
-        m[2].metric("Disk (estimate)", f"{disk['peak'] / GB:.1f} GB" if sized else "–")
+    if disk is not None and disk["unknown"] == runs:  # users' models have no size table
+        m[2].metric("Disk (estimate)", "–")
+        st.caption(
+            f"Disk: no estimate: the models of these runs have no size table "
+            f"(worker/training/sizes.py); {disk['free'] / GB:.1f} GB free in the artifacts folder."
+        )
+    elif disk is not None:
+        m[2].metric("Disk (estimate)", f"{disk['peak'] / GB:.1f} GB")
         note = (
             f"Disk (estimate): {disk['finished'] / GB:.1f} GB of best models once the "
             f"{runs} runs have finished, {disk['peak'] / GB:.1f} GB at most while "
@@ -229,6 +234,8 @@ def enqueue(url: str, sweep: str, chosen: list, **submit) -> None:
     """The Enqueue buttons' callback: runs before the page draws, so the counts below
     already hold the new runs."""
     ids, error = common.capture(data.enqueue, url, specs=chosen, sweep=sweep, **submit)
+    if not error:
+        st.session_state["manage_sweep"] = sweep  # its counts below
     st.session_state[NOTICE] = ("error", error) if error else (
         "success",
         f"Sweep '{sweep}' holds these {len(ids)} runs (runs it already had are left as they "

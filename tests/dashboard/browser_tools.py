@@ -26,6 +26,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 HAVE_CHROMIUM = Path(CHROMIUM).exists()
+SHOTS = Path(__file__).resolve().parents[2] / "test-output" / "walk"
+PALETTE_COLOURS = 48  # docs/screenshots: small PNGs in which every legend colour survives
 NO_CHROMIUM = "needs Debian's chromium (apt-get install -y chromium)"
 
 
@@ -112,3 +114,20 @@ def type_into(page, label: str, text: str) -> None:
 
 def no_exception(page) -> None:
     assert page.locator('[data-testid="stException"]').count() == 0
+
+
+def shoot(page, name: str, theme: str) -> None:
+    """The page's first screen to test-output/walk/; with SEGBENCH_SCREENSHOTS=DIR also
+    a small palette PNG to DIR (docs/screenshots holds them)."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    path = SHOTS / f"{name}-{theme}.png"
+    page.screenshot(path=str(path))
+    wanted = os.environ.get("SEGBENCH_SCREENSHOTS")
+    if wanted:
+        from PIL import Image
+
+        out = Path(wanted) / f"{name}-{theme}.png"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with Image.open(path) as image:
+            small = image.convert("RGB").quantize(PALETTE_COLOURS, dither=Image.Dither.NONE)
+            small.save(out, optimize=True)

@@ -12,7 +12,15 @@ import time
 from pathlib import Path
 
 import pytest
-from browser_tools import HAVE_CHROMIUM, NO_CHROMIUM, choose, dashboard_server, settle
+from browser_tools import (
+    HAVE_CHROMIUM,
+    NO_CHROMIUM,
+    choose,
+    dashboard_server,
+    no_exception,
+    settle,
+    shoot,
+)
 from dashboard_fixtures import GALLERY_INDEXES, populate
 
 from db import migrate
@@ -177,3 +185,21 @@ def test_live_shows_a_real_worker(served, browser, tmp_path):
             worker.wait()
         log.close()
         redis.Redis.from_url(broker_url).flushdb()
+
+
+def test_analysis_charts_in_light_and_dark(served, browser):
+    """The figures whose legends and background were made to read on both themes: the
+    Dice-vs-parameters density and the mean ± std loss bands (screenshots for the docs)."""
+    base, _, _ = served
+    for theme in ("light", "dark"):
+        context = browser.new_context(viewport={"width": 1600, "height": 1000}, color_scheme=theme)
+        page = context.new_page()
+        page.goto(f"{base}/analysis")
+        settle(page)
+        for tab, name in (("Dice vs parameters (Fig. 4)", "analysis-parameters"),
+                          ("Loss curves (Fig. 5)", "analysis-losses")):  # fmt: skip
+            page.get_by_role("tab", name=tab).click()
+            page.wait_for_timeout(1000)
+            no_exception(page)
+            shoot(page, name, theme)
+        context.close()

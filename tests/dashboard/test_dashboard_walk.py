@@ -3,7 +3,8 @@ theme: Launch (what a selection costs, every seed counted) -> enqueue -> a real
 `segbench worker` trains the runs (the tests' tiny model, 2 epochs at 64 px) -> Live
 -> the Run page of a succeeded and of a failed run -> Leaderboard -> Statistics ->
 Gallery. Screenshots of every page, 1600 px wide, go to test-output/walk/ (and, with
-SEGBENCH_SCREENSHOTS=DIR, small palette PNGs to DIR: docs/screenshots holds them)."""
+SEGBENCH_SCREENSHOTS=DIR, small palette PNGs to DIR: docs/screenshots holds them;
+test_dashboard_browser.py adds the Analysis page's)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from browser_tools import (
     input_of,
     no_exception,
     settle,
+    shoot,
     type_into,
 )
 from sqlalchemy import select
@@ -35,7 +37,6 @@ from db.session import dispose_engine, session_scope
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
-SHOTS = REPO / "test-output" / "walk"
 WIDTH, HEIGHT = 1600, 1000
 FAILING = "walk-failing"
 TRAINED_WITHIN_S = 240
@@ -80,23 +81,6 @@ def stack(tmp_path_factory, synthetic_data):
         worker.wait()
         log.close()
         dispose_engine(url)
-
-
-def shoot(page, name: str, theme: str) -> None:
-    """The page's first screen, 1600 px wide; a small palette PNG where asked for."""
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    path = SHOTS / f"{name}-{theme}.png"
-    page.screenshot(path=str(path))
-    wanted = os.environ.get("SEGBENCH_SCREENSHOTS")
-    if wanted:
-        from PIL import Image
-
-        out = Path(wanted) / f"{name}-{theme}.png"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with Image.open(path) as image:
-            image.convert("RGB").quantize(colors=48, dither=Image.Dither.NONE).save(
-                out, optimize=True
-            )
 
 
 def wait_for_the_runs(url: str, root: Path, ids: list[int]) -> dict[int, str]:
