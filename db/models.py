@@ -149,6 +149,9 @@ class Run(Base):
     error: Mapped[str | None] = mapped_column(Text)
     # What happened to the run that a user should know (how it resumed, what it ignored).
     note: Mapped[str | None] = mapped_column(Text)
+    # Of a failed run: the exception's traceback and the last lines logged while it ran.
+    traceback: Mapped[str | None] = mapped_column(Text)
+    log_tail: Mapped[str | None] = mapped_column(Text)
 
     epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     epochs: Mapped[int] = mapped_column(Integer)

@@ -109,12 +109,16 @@ runs_tab, seeds_tab, paper_tab = st.tabs(["One row per run", "Over seeds", "Tabl
 with runs_tab:
     shown = board[list(COLUMNS)].rename(columns=COLUMNS)
     shown["best epoch"] = shown["best epoch"].astype("Int64")
+    shown.insert(0, "page", [common.run_link(i) for i in shown["run"]])  # the Run page
     st.dataframe(
         styled(shown),
         hide_index=True,
         width="stretch",
         height=min(38 + 35 * len(shown), 640),
-        column_config={"run": st.column_config.NumberColumn(format="%d")},
+        column_config={
+            "run": st.column_config.NumberColumn(format="%d"),
+            "page": st.column_config.LinkColumn(display_text=":material/open_in_new:"),
+        },
     )
     st.download_button(
         "Download CSV",

@@ -173,7 +173,8 @@ with tabs[5]:
         [paper.architecture_means().assign(source="paper"), own.assign(source="this database")],
         ignore_index=True,
     )
-    st.altair_chart(stat_charts.paper_chart(both), width="content")
+    chart = stat_charts.paper_chart(both, synthetic=bool(report["synthetic"]))
+    st.altair_chart(chart, width="content")
     st.caption(f"{paper.NOTE} Shown here: {mode} metrics.")
     if mode != paper.COMPARABLE_MODE:
         st.warning("Switch the metric mode to authors-2020 to compare with the paper.")

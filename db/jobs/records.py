@@ -216,11 +216,33 @@ def finish(session: Session, *, run_id: int, outcome: RunOutcome) -> None:
             heartbeat_at=now,
             lease_expires_at=None,
             error=None,
+            traceback=None,
+            log_tail=None,
             best_epoch=outcome.best_epoch,
             best_val_loss=finite_or_none(outcome.best_val_loss),
             parameters_m=outcome.parameters_m,
             train_seconds_per_epoch=outcome.train_seconds_per_epoch,
             val_seconds_per_epoch=outcome.val_seconds_per_epoch,
         )
+        .execution_options(**NO_SYNC)
+    )
+
+
+LOG_TAIL_LINES = 50  # the last lines of a failed run's log that are stored with it
+
+
+def record_failure(
+    session: Session, *, run_id: int, traceback: str | None, log_tail: str | None
+) -> None:
+    """Keep why a run failed beside it: the exception's traceback and the last
+    LOG_TAIL_LINES lines its worker logged while it ran. Call in the transaction that
+    marks it failed (db.jobs.fail)."""
+    require_run(session, run_id)
+    if log_tail is not None:
+        log_tail = "\n".join(log_tail.splitlines()[-LOG_TAIL_LINES:])
+    session.execute(
+        update(Run)
+        .where(Run.id == run_id)
+        .values(traceback=traceback, log_tail=log_tail)
         .execution_options(**NO_SYNC)
     )

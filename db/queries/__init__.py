@@ -28,6 +28,7 @@ from db.queries.results import (
     succeeded_runs,
 )
 from db.queries.runs import (
+    RUN_LIST_KEYS,
     RUN_PROGRESS_COLUMNS,
     STATUS_KEYS,
     failed_runs,
@@ -35,13 +36,20 @@ from db.queries.runs import (
     queued_run_ids,
     run_cells,
     run_detail,
+    run_list,
     running_on_node,
     running_runs,
     status_rows,
     sweeps,
 )
 from db.queries.volumes import VOLUME_COLUMNS, volume_results
-from db.queries.workers import WORKER_COLUMNS, live_workers, sweep_eta
+from db.queries.workers import (
+    WORKER_COLUMNS,
+    live_workers,
+    measured_epoch_seconds,
+    sweep_eta,
+    time_estimate,
+)
 
 __all__ = [
     "EPOCH_COLUMNS",
@@ -49,6 +57,7 @@ __all__ = [
     "LEADERBOARD_COLUMNS",
     "LEADERBOARD_KEYS",
     "METRICS",
+    "RUN_LIST_KEYS",
     "RUN_PROGRESS_COLUMNS",
     "STATUS_KEYS",
     "SUCCEEDED_COLUMNS",
@@ -61,12 +70,14 @@ __all__ = [
     "leaderboard",
     "live_workers",
     "loss_bands",
+    "measured_epoch_seconds",
     "queue_counts",
     "queued_run_ids",
     "report_runs",
     "run_artifacts",
     "run_cells",
     "run_detail",
+    "run_list",
     "running_on_node",
     "running_runs",
     "runs_with_first_layer",
@@ -77,6 +88,7 @@ __all__ = [
     "sweep_eta",
     "sweep_row",
     "sweeps",
+    "time_estimate",
     "volume_rows",
     "volume_results",
 ]

@@ -23,6 +23,7 @@ from worker.cli.options import (
     print_json,
     user_errors,
 )
+from worker.cli.workers import eta_line, progress_line
 
 db_app = typer.Typer(help="The database schema (Alembic migrations).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
@@ -120,23 +121,6 @@ def protocol_lines(rows: list[dict]) -> list[str]:
     ]
 
 
-def eta_line(eta: dict) -> str:
-    """The sweep's time left, from measured seconds per epoch and the live workers."""
-    from worker.cli.workers import NO_WORKER, duration
-
-    if eta["remaining_epochs"] == 0:
-        return "Nothing left to train."
-    left = f"{eta['remaining_epochs']:,} epoch(s) left"
-    if eta["workers"] == 0:
-        return f"{left}. {NO_WORKER}"
-    if eta["seconds_per_epoch"] is None:
-        return f"{left}; time left: known once an epoch has finished."
-    return (
-        f"{left} at {eta['seconds_per_epoch']:.1f} s per epoch on {eta['workers']} live "
-        f"worker(s) ({eta['slots']} run(s) at once): about {duration(eta['eta_seconds'])} left."
-    )
-
-
 @app.command("status")
 def status(
     sweep: SweepOpt = None,
@@ -160,4 +144,5 @@ def status(
         console.print(line)
     console.print("  ".join(f"{state}: {n}" for state, n in counts.items()))
     if counts.get("queued", 0) or counts.get("running", 0):
+        console.print(progress_line(eta))
         console.print(eta_line(eta))

@@ -144,11 +144,18 @@ def cd_chart(cd: dict) -> alt.LayerChart:
     return layers.properties(height=60 + 22 * k)
 
 
-def paper_chart(frame: pd.DataFrame) -> alt.Chart:
+PAPER_SOURCE = "paper (real CT scans)"
+
+
+def paper_chart(frame: pd.DataFrame, *, synthetic: bool = False) -> alt.FacetChart:
     """Mean Dice per architecture and experiment: the paper's and the user's side by
-    side (a bar each), faceted by experiment.
+    side (a bar each), faceted by experiment. The legend says where each bar comes
+    from: the paper's real CT scans, and this database's results, labelled SYNTHETIC
+    when they were trained on generated data.
 
     Columns: experiment, architecture, source ("paper" or "this database"), dice."""
+    own = "this database: SYNTHETIC data" if synthetic else "this database"
+    frame = frame.assign(source=frame["source"].map({"paper": PAPER_SOURCE}).fillna(own))
     return (
         alt.Chart(frame)
         .mark_bar()
@@ -159,9 +166,14 @@ def paper_chart(frame: pd.DataFrame) -> alt.Chart:
                 title=None,
                 axis=alt.Axis(labelAngle=0),
             ),
-            xOffset="source:N",
+            xOffset=alt.XOffset("source:N", sort=[PAPER_SOURCE, own]),
             y=alt.Y("dice:Q", title="mean Dice (%)", scale=alt.Scale(zero=False)),
-            color=alt.Color("source:N", title=None),
+            color=alt.Color(
+                "source:N",
+                sort=[PAPER_SOURCE, own],
+                title="mean Dice of",
+                legend=alt.Legend(orient="bottom", labelLimit=400),
+            ),
             opacity=alt.value(0.9),
             tooltip=[
                 "experiment:N",
