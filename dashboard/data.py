@@ -21,6 +21,7 @@ import streamlit as st
 from dashboard.arrays import intensity_histogram
 from db import queries
 from db.grid import RunSpec
+from db.metrics import BOOTSTRAP_RESAMPLES
 from db.protocol import Protocol
 from db.session import redact, session_scope
 from db.settings import get_settings
@@ -204,7 +205,11 @@ REPORT_TTL_S = 60  # a sweep's statistics: bootstrap resamples cost seconds, not
 
 @st.cache_data(ttl=REPORT_TTL_S, show_spinner="Bootstrapping the test set…", max_entries=8)
 def report(
-    url: str, sweep: str, metric_mode: str | None = None, top: int = 10, resamples: int = 1000
+    url: str,
+    sweep: str,
+    metric_mode: str | None = None,
+    top: int = 10,
+    resamples: int = BOOTSTRAP_RESAMPLES,
 ) -> dict[str, Any]:
     """`segbench report` of one sweep, plus "rank_shares": how often each run took
     each rank over the resamples (rows run id, rank, share) for the blob plot."""

@@ -3,12 +3,12 @@
 Aggregations run in SQL; results are plain lists of dicts (pandas.DataFrame(rows)
 turns one into a frame). Filters take one value or a list of values.
 db.queries.runs reads runs and the queue, db.queries.results reads results,
-db.queries.volumes per-volume test metrics, db.queries.workers the live workers and
-a sweep's ETA, db.queries.report what `segbench report` reads; all are offered here
-under one name.
+db.queries.workers the live workers and a sweep's ETA, db.queries.report what
+`segbench report` reads (with per-volume test metrics); all are offered here under
+one name.
 """
 
-from db.queries.report import report_runs, sweep_row, volume_rows
+from db.queries.report import VOLUME_COLUMNS, report_runs, sweep_row, volume_rows
 from db.queries.results import (
     EPOCH_COLUMNS,
     GROUPS,
@@ -26,6 +26,8 @@ from db.queries.results import (
     slice_results,
     stored_gallery_masks,
     succeeded_runs,
+    summary_metrics,
+    with_extra_metrics,
 )
 from db.queries.runs import (
     RUN_PROGRESS_COLUMNS,
@@ -40,7 +42,6 @@ from db.queries.runs import (
     status_rows,
     sweeps,
 )
-from db.queries.volumes import VOLUME_COLUMNS, volume_results
 from db.queries.workers import WORKER_COLUMNS, live_workers, sweep_eta
 
 __all__ = [
@@ -74,9 +75,10 @@ __all__ = [
     "status_rows",
     "stored_gallery_masks",
     "succeeded_runs",
+    "summary_metrics",
     "sweep_eta",
     "sweep_row",
     "sweeps",
     "volume_rows",
-    "volume_results",
+    "with_extra_metrics",
 ]

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import case, func, or_, select
 from sqlalchemy.orm import Session
 
+from db import metrics as registry
 from db.grid import expand
 from db.models import Artifact, Epoch, Run, SliceResult, Sweep, TestSummary
 from db.queries._shared import RUN_KEY_COLUMNS, Filter, as_list, choose, filtered, rows_of, sweep_id
@@ -59,11 +60,26 @@ LEADERBOARD_COLUMNS = {
     "pooled_dice": TestSummary.pooled_dice,
     "nsd": TestSummary.nsd,
     "hd95": TestSummary.hd95,
+    "test_volumes": TestSummary.test_volumes,
+    "nsd_volumes": TestSummary.nsd_volumes,
+    "hd95_volumes": TestSummary.hd95_volumes,
 }
 
 # a sweep's protocol without the field was stored before bf16 became a protocol
 # choice: it loads as fp32 (db.protocol.Protocol)
 LEADERBOARD_KEYS = (*LEADERBOARD_COLUMNS, "train_precision")
+
+
+def with_extra_metrics(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows that selected TestSummary.extra, with every metric of db.metrics that has no
+    column of its own as a key (None where the run stored none)."""
+    own = [m.name for m in registry.all_metrics()]
+    for row in rows:
+        extra = row.pop("extra", None) or {}
+        for name in own:
+            if name not in row:
+                row[name] = extra.get(name)
+    return rows
 
 
 def leaderboard(
@@ -82,16 +98,35 @@ def leaderboard(
     order = LEADERBOARD_COLUMNS[choose("sort column", sort, LEADERBOARD_COLUMNS)]
     order = order.desc() if descending else order.asc()
     stmt = (
-        select(*LEADERBOARD_COLUMNS.values(), Sweep.protocol)
+        select(*LEADERBOARD_COLUMNS.values(), Sweep.protocol, TestSummary.extra)
         .join(Sweep, Sweep.id == Run.sweep_id)
         .outerjoin(TestSummary, TestSummary.run_id == Run.id)
         .order_by(order.nulls_last(), Run.id)
         .limit(limit)
     )
-    rows = rows_of(session, filtered(stmt, **filters))
+    rows = with_extra_metrics(rows_of(session, filtered(stmt, **filters)))
     for row in rows:
         row["train_precision"] = (row.pop("protocol") or {}).get("train_precision", "fp32")
     return rows
+
+
+def summary_metrics(session: Session, *, run_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+    """{run id: {metric name: value}} of every metric of db.metrics and the test volumes
+    the volume-level means cover, for the runs that have a test summary (what
+    `segbench status --wide` shows beside its status rows)."""
+    ids = sorted({int(i) for i in run_ids})
+    if not ids:
+        return {}
+    keys = [m.name for m in registry.all_metrics()] + [
+        m.coverage for m in registry.select(level="volume")
+    ]
+    columns = [LEADERBOARD_COLUMNS[k] for k in keys if k in LEADERBOARD_COLUMNS]
+    stmt = (
+        select(Run.id, *columns, TestSummary.test_volumes, TestSummary.extra)
+        .join(TestSummary, TestSummary.run_id == Run.id)
+        .where(Run.id.in_(ids))
+    )
+    return {row.pop("id"): row for row in with_extra_metrics(rows_of(session, stmt))}
 
 
 def _std(total: Any, squares: Any, n: Any) -> Any:
@@ -340,6 +375,10 @@ SUCCEEDED_COLUMNS = (
     TestSummary.pooled_dice,
     TestSummary.nsd,
     TestSummary.hd95,
+    TestSummary.test_volumes,
+    TestSummary.nsd_volumes,
+    TestSummary.hd95_volumes,
+    TestSummary.extra,
     Artifact.path.label("checkpoint_path"),
     Artifact.sha256.label("checkpoint_sha256"),
 )
@@ -390,4 +429,4 @@ def succeeded_runs(
     )
     if chosen["encoder"] or chosen["family"]:
         stmt = stmt.where(Run.encoder.in_(chosen["encoder"]) | Run.family.in_(chosen["family"]))
-    return rows_of(session, stmt)
+    return with_extra_metrics(rows_of(session, stmt))

@@ -164,14 +164,14 @@ def test_table2_layout_and_summary_rows():
         ("random", "lung-segmentation", "specificity"),
         ("random", "lung-segmentation", "dice"),
     ]
-    assert list(t.columns[-2:]) == [("", "", "parameters_m"), ("", "", "seconds_per_epoch")]
+    assert list(t.columns[-2:]) == [("", "", "parameters_m"), ("", "", "train_seconds_per_epoch")]
     assert len(t.columns) == 2 * 2 * 3 + 2
     dice = ("imagenet", "lesion-segmentation-a", "dice")
     assert t.loc[("fpn", "resnet18"), dice] == 94.0
     assert t.loc[("unet", "mean"), dice] == 92.0
     assert t.loc[("unet", "std"), dice] == pytest.approx(np.std([91.0, 93.0], ddof=1))
     assert t.loc[("fpn", "vgg11"), ("", "", "parameters_m")] == 18.0
-    assert t.loc[("unet", "mean"), ("", "", "seconds_per_epoch")] == 3.0
+    assert t.loc[("unet", "mean"), ("", "", "train_seconds_per_epoch")] == 3.0
 
 
 def test_table2_bold_marks_best_model_per_metric_column():

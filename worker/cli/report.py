@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from db.metrics import BOOTSTRAP_RESAMPLES
 from db.session import session_scope
 from worker.cli.app import app
 from worker.cli.options import DbOpt, check_format, existing_database_url, print_json, user_errors
@@ -25,7 +26,7 @@ def report(
     top: Annotated[
         int, typer.Option(help="Pairwise comparisons among the TOP best runs of each experiment.")
     ] = 10,
-    resamples: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 2000,
+    resamples: Annotated[int, typer.Option(help="Bootstrap resamples.")] = BOOTSTRAP_RESAMPLES,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
     output: Annotated[Path | None, typer.Option(help="Write here instead of stdout.")] = None,
     db: DbOpt = None,

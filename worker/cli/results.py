@@ -12,6 +12,7 @@ import typer
 from db import queries
 from db.errors import check_choice
 from db.grid import EXPERIMENTS, check_name
+from db.metrics import BOOTSTRAP_RESAMPLES
 from db.presets import protocol_line
 from db.protocol import METRIC_MODES
 from db.session import session_scope
@@ -191,7 +192,7 @@ def compare(
     runs: Annotated[list[int] | None, typer.Argument(help="Two run ids: RUN_A RUN_B.")] = None,
     sweep: Annotated[str | None, typer.Option(help="Compare all pairs of a sweep.")] = None,
     experiment: Annotated[str | None, typer.Option(help="Experiment (with --sweep).")] = None,
-    resamples: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 2000,
+    resamples: Annotated[int, typer.Option(help="Bootstrap resamples.")] = BOOTSTRAP_RESAMPLES,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
     run: Annotated[
         int | None, typer.Option("--run", help="One run against the baselines of --against.")

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from db import queries
 from db.grid import MARKERS, grid_kind, is_paper, run_name
+from db.metrics import BOOTSTRAP_RESAMPLES
 from worker.results import bootstrap, stats
 from worker.results.frames import ExportError, run_counts
 
@@ -48,7 +49,7 @@ def rank_interval(
     volumes: Sequence[int] | np.ndarray,
     *,
     level: str = "volumes+slices",
-    n_resamples: int = stats.BOOTSTRAP_RESAMPLES,
+    n_resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = 0,
 ) -> dict:
     """Rank of model 0 among the columns of `dice` (slices x models; 1 = highest mean),
@@ -80,7 +81,7 @@ def against_baselines(
     volumes: Sequence[int] | np.ndarray,
     *,
     level: str = "volumes+slices",
-    n_resamples: int = stats.BOOTSTRAP_RESAMPLES,
+    n_resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = 0,
 ) -> dict:
     """The statistics of the module docstring for one run (slices) and its baselines
@@ -114,7 +115,7 @@ def compare_to_baselines(
     *,
     paper_only: bool = True,
     mode: str = "standard",
-    n_resamples: int = stats.BOOTSTRAP_RESAMPLES,
+    n_resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = 0,
     alpha: float = 0.05,
 ) -> dict:

@@ -6,12 +6,18 @@ from sqlalchemy.orm import Session
 
 from db import queries
 from db.grid import run_name
+from db.metrics import BOOTSTRAP_RESAMPLES
 from worker.results import bootstrap, stats
 from worker.results.frames import ExportError, run_counts
 
 
 def compare_runs(
-    session: Session, run_a: int, run_b: int, *, n_resamples: int = 2000, seed: int = 0
+    session: Session,
+    run_a: int,
+    run_b: int,
+    *,
+    n_resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = 0,
 ) -> dict:
     """`segbench compare A B`: both runs on the test slices they share."""
     info = {}
@@ -59,7 +65,7 @@ def compare_sweep(
     experiment: str,
     *,
     mode: str = "standard",
-    n_resamples: int = 2000,
+    n_resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = 0,
     alpha: float = 0.05,
 ) -> dict:

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from db import queries
 from db.errors import InvalidInput, check_choice
 from db.grid import ARCHITECTURES, ENCODERS, EXPERIMENTS, grid_kind
+from db.metrics import BOOTSTRAP_RESAMPLES
 from db.protocol import METRIC_MODES
 from worker.results import bootstrap, ranking, stats
 from worker.results.frames import ExportError
@@ -194,7 +195,7 @@ def build_report(
     *,
     metric_mode: str | None = None,
     top: int = DEFAULT_TOP,
-    n_resamples: int = bootstrap.DEFAULT_RESAMPLES,
+    n_resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = 0,
     confidence: float = 0.95,
     alpha: float = 0.05,
