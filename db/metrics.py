@@ -18,6 +18,7 @@ Levels:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from db.errors import check_choice
@@ -65,6 +66,16 @@ class Metric:
         if value is None or not isinstance(value, int | float) or value != value:
             return missing
         return f"{value:.{self.decimals}f}"
+
+    def cell(self, row: Mapping[str, object], missing: str = "–") -> str:
+        """This metric's value in a row of results; a volume-level mean that covers fewer
+        of the run's test volumes (``test_volumes``) than it has says so: "3.20 (2/3)"."""
+        text = self.fmt(row.get(self.name), missing)
+        covered, total = row.get(self.coverage or ""), row.get("test_volumes")
+        partial = isinstance(covered, int) and isinstance(total, int) and covered < total
+        if self.coverage and partial:
+            text += f" ({covered}/{total})"
+        return text
 
 
 METRICS: tuple[Metric, ...] = (
@@ -164,3 +175,8 @@ def names(**properties: object) -> list[str]:
 # Statistics defaults: one value each, read by the CLI, the report and the dashboard.
 BOOTSTRAP_RESAMPLES = 2000
 CONFIDENCE = 0.95
+# Intervals of a mean over test slices (worker.results.intervals): the cluster-robust t
+# interval (the default: it reaches its nominal coverage with 9 unequal test volumes in
+# bench/interval_coverage.py) or the hierarchical percentile bootstrap.
+INTERVAL_METHODS = ("cluster-t", "percentile")
+INTERVAL_METHOD = "cluster-t"
