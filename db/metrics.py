@@ -172,6 +172,15 @@ def names(**properties: object) -> list[str]:
     return [m.name for m in select(**properties)]  # type: ignore[arg-type]
 
 
+def resolution_note(image_size: int | None) -> str:
+    """The sentence that says at which resolution a run's test metrics were measured."""
+    size = f"{image_size} x {image_size} px" if image_size else "the protocol's image size"
+    return (
+        f"Test metrics are measured on the test slices resized to {size}, the model's input "
+        "size, not at the scans' own resolution (segbench predict --reference scores there)."
+    )
+
+
 # Statistics defaults: one value each, read by the CLI, the report and the dashboard.
 BOOTSTRAP_RESAMPLES = 2000
 CONFIDENCE = 0.95

@@ -35,7 +35,8 @@ def _runs_section(report: dict, conf: int) -> tuple[str, str, list[str], list[li
     interval = report.get("interval", {}).get("description", "approximate interval")
     partial = any(m.cell(r) != m.fmt(r.get(m.name)) for r in report["runs"] for m in shown)
     note = (
-        f"Slice-level metrics: mean over test slices ({report['metric_mode']} metrics); "
+        registry.resolution_note((report.get("protocol") or {}).get("image_size"))
+        + f" Slice-level metrics: mean over test slices ({report['metric_mode']} metrics); "
         f"Dice {conf}% CI: {interval}. Volume-level metrics: mean over test volumes; a "
         "volume where exactly one of prediction and reference is empty scores 0 (NSD) "
         "or its diagonal in mm (HD95)."

@@ -14,9 +14,9 @@ import numpy as np
 from scipy import stats as sps
 
 from db.errors import InvalidInput
-from db.metrics import BOOTSTRAP_RESAMPLES
+from db.metrics import BOOTSTRAP_RESAMPLES, INTERVAL_METHOD
 from db.protocol import METRIC_MODES
-from worker.results import bootstrap
+from worker.results import bootstrap, intervals
 from worker.training.metrics import dice_from_counts, slice_metrics, summarize
 
 
@@ -141,13 +141,15 @@ def compare_counts(
     mode: str = "standard",
     n_resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = 0,
+    method: str = INTERVAL_METHOD,
 ) -> dict:
     """Everything `segbench compare` reports for two models on the same test slices.
 
     Row i of both count arrays must be the same test slice, of test volume
-    volumes[i]. Dice in percent; intervals from the hierarchical bootstrap (test
-    volumes, then slices within them; ``resampled`` says which), the difference's
-    from one resample applied to both runs.
+    volumes[i]. Dice in percent; intervals by ``method`` (worker.results.intervals:
+    the cluster-robust t over test volumes by default, or the hierarchical bootstrap);
+    the bootstrap p of the difference from one resample applied to both runs (0 means
+    below 1 / n_resamples).
     """
     a, b = _counts(counts_a), _counts(counts_b)
     if a.shape != b.shape:
@@ -157,25 +159,34 @@ def compare_counts(
 
     def one(c: np.ndarray, d: np.ndarray) -> dict:
         return {
-            "dice": bootstrap.hierarchical_ci(d, volumes, **draws),
+            "dice": intervals.mean_interval(
+                d, volumes, method=method, bounds=(0.0, 100.0), **draws
+            ),  # fmt: skip
             "pooled_dice": 100 * pooled_dice(c),
             "positive_dice": 100 * positive_dice(c, mode),
             "volume_dice": {k: 100 * v for k, v in volume_dice(c, volumes).items()},
             "modes": mode_summaries(c),
         }
 
-    diff = bootstrap.paired_difference(da, db, volumes, **draws)
+    r = bootstrap.resample_weights(volumes, **draws)
+    resampled = r.means(da - db)
+    interval = intervals.difference_interval(
+        da - db, volumes, resampled, method=method, bounds=(-100.0, 100.0)
+    )
     return {
         "slices": len(a),
         "mode": mode,
-        "resampled": diff["resampled"],
+        "resampled": r.resampled,
+        "interval": intervals.DESCRIPTIONS[method],
         "a": one(a, da),
         "b": one(b, db),
         "difference": {
-            "mean": diff["difference"],
-            "low": diff["low"],
-            "high": diff["high"],
-            "p_bootstrap": diff["p_bootstrap"],
+            "mean": float((da - db).mean()),
+            "low": interval["low"],
+            "high": interval["high"],
+            "p_t": interval["p_t"],
+            "p_bootstrap": bootstrap.bootstrap_p(resampled),
+            "n_resamples": n_resamples,
         },
         "wilcoxon": {**wilcoxon(da, db), "assumes": "independent slices"},
     }
