@@ -21,7 +21,7 @@ import streamlit as st
 from dashboard.arrays import intensity_histogram
 from db import queries
 from db.grid import RunSpec
-from db.metrics import BOOTSTRAP_RESAMPLES
+from db.metrics import BOOTSTRAP_RESAMPLES, INTERVAL_METHOD
 from db.protocol import Protocol
 from db.session import redact, session_scope
 from db.settings import get_settings
@@ -210,13 +210,14 @@ def report(
     metric_mode: str | None = None,
     top: int = 10,
     resamples: int = BOOTSTRAP_RESAMPLES,
+    interval: str = INTERVAL_METHOD,
 ) -> dict[str, Any]:
     """`segbench report` of one sweep, plus "rank_shares": how often each run took
     each rank over the resamples (rows run id, rank, share) for the blob plot."""
     with session_scope(url) as session:
         out = build_report(
             session, sweep, metric_mode=metric_mode, top=top, n_resamples=resamples,
-            with_replicates=True,
+            with_replicates=True, interval=interval,
         )  # fmt: skip
     replicates = out.pop("rank_replicates")
     ids = list(replicates)

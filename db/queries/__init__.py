@@ -3,6 +3,7 @@
 Aggregations run in SQL; results are plain lists of dicts (pandas.DataFrame(rows)
 turns one into a frame). Filters take one value or a list of values.
 db.queries.runs reads runs and the queue, db.queries.results reads results,
+db.queries.summaries a run's test metrics as the registry names them,
 db.queries.workers the live workers and a sweep's ETA, db.queries.report what
 `segbench report` reads (with per-volume test metrics); all are offered here under
 one name.
@@ -26,8 +27,6 @@ from db.queries.results import (
     slice_results,
     stored_gallery_masks,
     succeeded_runs,
-    summary_metrics,
-    with_extra_metrics,
 )
 from db.queries.runs import (
     RUN_PROGRESS_COLUMNS,
@@ -42,6 +41,7 @@ from db.queries.runs import (
     status_rows,
     sweeps,
 )
+from db.queries.summaries import summary_metrics, with_extra_metrics
 from db.queries.workers import WORKER_COLUMNS, live_workers, sweep_eta
 
 __all__ = [

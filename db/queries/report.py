@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from db.models import Run, Sweep, TestSummary, VolumeResult
 from db.queries._shared import RUN_KEY_COLUMNS, rows_of, sweep_id
-from db.queries.results import with_extra_metrics
+from db.queries.summaries import with_extra_metrics
 
 
 def sweep_row(session: Session, *, sweep: str) -> dict[str, Any]:

@@ -9,10 +9,10 @@ from typing import Any
 from sqlalchemy import case, func, or_, select
 from sqlalchemy.orm import Session
 
-from db import metrics as registry
 from db.grid import expand
 from db.models import Artifact, Epoch, Run, SliceResult, Sweep, TestSummary
 from db.queries._shared import RUN_KEY_COLUMNS, Filter, as_list, choose, filtered, rows_of, sweep_id
+from db.queries.summaries import with_extra_metrics
 
 GROUPS = {
     "experiment": Run.experiment,
@@ -70,18 +70,6 @@ LEADERBOARD_COLUMNS = {
 LEADERBOARD_KEYS = (*LEADERBOARD_COLUMNS, "train_precision")
 
 
-def with_extra_metrics(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows that selected TestSummary.extra, with every metric of db.metrics that has no
-    column of its own as a key (None where the run stored none)."""
-    own = [m.name for m in registry.all_metrics()]
-    for row in rows:
-        extra = row.pop("extra", None) or {}
-        for name in own:
-            if name not in row:
-                row[name] = extra.get(name)
-    return rows
-
-
 def leaderboard(
     session: Session,
     *,
@@ -108,25 +96,6 @@ def leaderboard(
     for row in rows:
         row["train_precision"] = (row.pop("protocol") or {}).get("train_precision", "fp32")
     return rows
-
-
-def summary_metrics(session: Session, *, run_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
-    """{run id: {metric name: value}} of every metric of db.metrics and the test volumes
-    the volume-level means cover, for the runs that have a test summary (what
-    `segbench status --wide` shows beside its status rows)."""
-    ids = sorted({int(i) for i in run_ids})
-    if not ids:
-        return {}
-    keys = [m.name for m in registry.all_metrics()] + [
-        m.coverage for m in registry.select(level="volume")
-    ]
-    columns = [LEADERBOARD_COLUMNS[k] for k in keys if k in LEADERBOARD_COLUMNS]
-    stmt = (
-        select(Run.id, *columns, TestSummary.test_volumes, TestSummary.extra)
-        .join(TestSummary, TestSummary.run_id == Run.id)
-        .where(Run.id.in_(ids))
-    )
-    return {row.pop("id"): row for row in with_extra_metrics(rows_of(session, stmt))}
 
 
 def _std(total: Any, squares: Any, n: Any) -> Any:
@@ -375,9 +344,7 @@ SUCCEEDED_COLUMNS = (
     TestSummary.pooled_dice,
     TestSummary.nsd,
     TestSummary.hd95,
-    TestSummary.test_volumes,
-    TestSummary.nsd_volumes,
-    TestSummary.hd95_volumes,
+    *(LEADERBOARD_COLUMNS[k] for k in ("test_volumes", "nsd_volumes", "hd95_volumes")),
     TestSummary.extra,
     Artifact.path.label("checkpoint_path"),
     Artifact.sha256.label("checkpoint_sha256"),
