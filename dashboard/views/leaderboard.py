@@ -112,7 +112,7 @@ def runs_table(board: pd.DataFrame) -> list[int]:
     for key, name in DETAILS.items():
         shown[name] = board[key]
     shown["best epoch"] = shown["best epoch"].astype("Int64")
-    event = st.dataframe(
+    event = common.table(
         metric_styler(shown, board),
         hide_index=True,
         width="stretch",
@@ -164,7 +164,7 @@ def side_by_side(board: pd.DataFrame, selected: list[int]) -> None:
         for i in ids:
             if values[i] == top:
                 best.at[m.header, f"#{i}"] = BEST_STYLE
-    st.dataframe(
+    common.table(
         pd.concat([table, metrics]).style.apply(lambda _: pd.concat([
             pd.DataFrame("", index=table.index, columns=table.columns), best]), axis=None),
         width="stretch",
@@ -191,7 +191,7 @@ def seeds_tab(board: pd.DataFrame, sweeps: pd.DataFrame) -> None:
         ]
     for key in ("n", "seeds", "sweeps", "runs"):
         shown[key] = pooled[key]
-    st.dataframe(shown, hide_index=True, width="stretch", height=table_height(len(shown)),
+    common.table(shown, hide_index=True, width="stretch", height=table_height(len(shown)),
                  key="lb_seeds")  # fmt: skip
     st.caption(
         "Runs of one grid cell that differ only by seed (same protocol otherwise, same "
@@ -223,7 +223,7 @@ def table2_tab(board: pd.DataFrame, sweeps: pd.DataFrame) -> None:
     bold.columns = flat.columns
     flat, bold = flat.reset_index(), bold.reset_index()
     bold[["architecture", "encoder"]] = False
-    st.dataframe(
+    common.table(
         flat.style.format(precision=2, na_rep=MISSING).apply(
             lambda _: bold.map(lambda b: BEST_STYLE if b is True else ""), axis=None
         ),

@@ -66,7 +66,7 @@ def intervals_tab(report: dict, runs: pd.DataFrame) -> None:
         table[m.header] = pd.to_numeric(shown[m.name], errors="coerce")
         if m.name == "dice":
             table["95% CI"] = [fmt.interval(ci, m.decimals) for ci in shown["dice_ci"]]
-    st.dataframe(
+    common.table(
         metric_styler(table, shown, metrics),
         hide_index=True,
         width="stretch",
@@ -95,16 +95,15 @@ def ranking_tab(report: dict, runs: pd.DataFrame, label: dict, experiment: str) 
             "their average rank."
         )
         taus = [t for t in report["kendall"]["modes"] if t["experiment"] == experiment]
-        if taus and taus[0]["tau"] is not None:
+        if taus and pd.notna(taus[0]["tau"]):
             st.metric(
                 "Kendall's tau, standard vs authors-2020 ranking", fmt.number(taus[0]["tau"], 3)
             )
         between = pd.DataFrame(report["kendall"]["experiments"])
         if not between.empty:
             st.caption("Kendall's tau between experiments, over the grid cells both hold:")
-            st.dataframe(
-                between.style.format({"tau": "{:.3f}"}, na_rep=fmt.MISSING), hide_index=True
-            )
+            between["tau"] = pd.to_numeric(between["tau"], errors="coerce")
+            common.table(between.style.format(precision=3, na_rep=fmt.MISSING), hide_index=True)
     more_seeds(runs)
 
 
@@ -164,7 +163,7 @@ def significance_tab(report: dict, label: dict, experiment: str) -> None:
     })  # fmt: skip
     if not with_t:
         table = table.drop(columns="p (cluster t, Holm)")
-    st.dataframe(table, hide_index=True, width="stretch", height=table_height(len(table)))
+    common.table(table, hide_index=True, width="stretch", height=table_height(len(table)))
     st.caption(
         f"CI: {interval_words(report)}. Wilcoxon: {report['wilcoxon']}. Bootstrap: "
         f"resolution 1/{b} (≤: an upper bound)."
@@ -202,7 +201,7 @@ def volumes_tab(runs: pd.DataFrame, label: dict) -> None:
     table = volumes[["run", "volume"]].assign(**{"3-D Dice (%)": volumes["dice"]})
     for m in metrics:
         table[m.header] = pd.to_numeric(volumes[m.name], errors="coerce")
-    st.dataframe(metric_styler(table, volumes, metrics, highlight=False), hide_index=True,
+    common.table(metric_styler(table, volumes, metrics, highlight=False), hide_index=True,
                  width="stretch")  # fmt: skip
     if volumes[metrics[0].name].isna().all():
         st.caption("NSD and HD95 were not recorded by these runs' evaluation.")
@@ -225,7 +224,7 @@ def modes_tab(sweep: str, experiment: str) -> None:
     modes = common.load(data.both_modes, url, sweep)
     modes = modes[modes["experiment"] == experiment].copy()
     modes["inflation"] = modes["dice authors-2020"] - modes["dice standard"]
-    st.dataframe(modes.style.format(precision=2, na_rep=fmt.MISSING), hide_index=True,
+    common.table(modes.style.format(precision=2, na_rep=fmt.MISSING), hide_index=True,
                  width="stretch")  # fmt: skip
     st.caption(
         "Both metric modes from the same stored per-slice counts. authors-2020 scores 1 on "

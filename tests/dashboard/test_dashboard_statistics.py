@@ -111,6 +111,7 @@ def test_leaderboard_puts_the_metrics_first_with_units_help_and_no_none(populate
     table = at.dataframe[0]
     headers = [m.header for m in registry.all_metrics()]
     assert list(table.value.columns[: 2 + len(headers)]) == ["run", "model", *headers]
+    assert table.proto.placeholder == "–"
     config = json.loads(table.proto.columns)
     assert "not the uncertainty of the mean" in config["Dice std (%)"]["help"]
     assert "diagonal" in config["HD95 (mm)"]["help"]
@@ -171,6 +172,14 @@ def test_statistics_formats_p_values_and_intervals_and_draws_every_label(populat
     for column in ("p (cluster t, Holm)", "p (Wilcoxon, Holm)", "p (bootstrap, Holm)"):
         assert all(P_TEXT.match(p) for p in pairs[column]), pairs[column].tolist()
     assert all(re.fullmatch(r"\[-?\d+\.\d{2}, -?\d+\.\d{2}\]", c) for c in pairs["95% CI"])
+    for frame in at.dataframe:  # no "None" or "nan" anywhere: en dashes instead
+        assert frame.proto.placeholder == "–"  # what the grid draws for a missing value
+        if frame.proto.arrow_data.HasField("styler"):
+            cells = shown_values(frame).astype(str).to_numpy().ravel()
+        else:
+            assert not frame.value.isna().any().any(), frame.value
+            cells = frame.value.astype(str).to_numpy().ravel()
+        assert not {"None", "nan", "NaN", "<NA>"} & set(cells), frame.value
     at.selectbox(key="stats_interval").set_value("percentile").run()
     no_exception(at)
     assert "approximate percentile bootstrap interval" in texts(at)

@@ -135,7 +135,11 @@ def cd_chart(cd: dict) -> alt.LayerChart:
         .mark_point(filled=True, size=50, color=MUTED)
         .encode(x=x, y=alt.Y("axis:Q", scale=y_scale, axis=None), tooltip=["text:N"])
     )
-    labels = alt.Chart(ranks).mark_text(align="left", dx=5).encode(x=x, y=y, text="text:N")
+    labels = (
+        alt.Chart(ranks)
+        .mark_text(align="left", dx=5, color=MUTED, fontSize=12)
+        .encode(x=x, y=y, text="text:N")
+    )
     bar = pd.DataFrame(
         [{"mean_rank": 1.0, "end": 1.0 + cd["cd"], "y": top + 0.6, "label": f"CD = {cd['cd']:.2f}"}]
     )
