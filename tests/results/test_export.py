@@ -358,8 +358,8 @@ def test_compare_refuses_runs_of_other_experiments_sizes_or_protocols(tmp_path):
     for args, words in (
         ([str(lung), str(lesion)], ["experiment (lung-segmentation vs lesion-segmentation-b)",
                                     "image size (64 px vs 128 px)", "protocol"]),
-        ([str(lung), str(longer)], ["differ in protocol (epochs 2 vs 3, "]),
-        (["--run", str(lung), "--against", "lung-longer"], ["differ in protocol (epochs 2 vs 3"]),
+        ([str(lung), str(longer)], ["differ in protocol (2 epochs vs 3 epochs, "]),
+        (["--run", str(lung), "--against", "lung-longer"], ["protocol (2 epochs vs 3 epochs"]),
     ):  # fmt: skip
         out = cli("compare", *args, "--db", url)
         assert out.exit_code == 1, out.output

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from db import metrics as registry
 from db import migrate, queries
+from db.grid import EXPERIMENT_SPECS
 from db.metrics import Metric
 from db.session import redact, session_scope
 from worker.cli.app import app
@@ -38,11 +39,7 @@ def upgrade(db: DbOpt = None) -> None:
     typer.echo(f"Database {redact(url)} is at schema revision {migrate.head_revision()}.", err=True)
 
 
-SHORT_EXPERIMENT = {
-    "lung-segmentation": "lung",
-    "lesion-segmentation-a": "lesion-a",
-    "lesion-segmentation-b": "lesion-b",
-}
+SHORT_EXPERIMENT = {e.name: e.short for e in EXPERIMENT_SPECS.values()}
 WIDE_COLUMNS = (
     "id",
     "experiment",

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from db import queries
+from db.protocol import PROTOCOL_FIELDS
 
 # (key, how a sentence names it, how a value is written)
 IDENTITY: tuple[tuple[str, str, str], ...] = (
@@ -62,9 +63,12 @@ def comparable(a: Mapping[str, Any], b: Mapping[str, Any]) -> str | None:
 
 
 def _settings(a: Mapping[str, Any], b: Mapping[str, Any]) -> str:
-    """The protocol settings that differ, besides those named on their own: "epochs 2 vs
-    3, " ("" when the protocols are not at hand)."""
+    """The protocol settings that differ, besides those named on their own, as
+    protocol_line writes them: "2 epochs vs 3 epochs, " ("" without the protocols)."""
     pa, pb = a.get("protocol") or {}, b.get("protocol") or {}
-    named = {key for key, _, _ in IDENTITY} | {"seed"}
-    keys = sorted(k for k in set(pa) | set(pb) if k not in named and pa.get(k) != pb.get(k))
-    return "".join(f"{k} {pa.get(k)} vs {pb.get(k)}, " for k in keys)
+    named = {key for key, _, _ in IDENTITY}
+    return "".join(
+        f"{f.show(pa.get(f.name))} vs {f.show(pb.get(f.name))}, "
+        for f in PROTOCOL_FIELDS
+        if not f.per_run and f.name not in named and pa.get(f.name) != pb.get(f.name)
+    )
