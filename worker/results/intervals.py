@@ -144,40 +144,35 @@ def mean_interval(
     return {**out, "method": method, "interval": DESCRIPTIONS[method]}
 
 
-def runs_intervals(
+def interval_of(
     values: np.ndarray,
     volumes: Sequence[int] | np.ndarray,
-    resamples: bootstrap.Resamples,
+    resampled_means: np.ndarray,
     *,
     method: str = INTERVAL_METHOD,
     confidence: float = CONFIDENCE,
     bounds: Bounds = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(low, high) of the mean of each row of ``values`` (runs x slices) with ``method``;
-    the percentile method uses ``resamples`` (the same replicates for every run)."""
+    """(low, high) of the mean over slices of ``values`` ((n,) or (runs, n)) with
+    ``method``: the cluster-t interval (cut to ``bounds``), or the percentile interval of
+    ``resampled_means`` ((B,) or (B, runs): the same replicates for every run)."""
     check_method(method)
     if method == "percentile":
-        return bootstrap.percentile_interval(resamples.means(values), confidence)
+        return bootstrap.percentile_interval(resampled_means, confidence)
     r = cluster_t(values, volumes, confidence, bounds)
-    return np.atleast_1d(r["low"]), np.atleast_1d(r["high"])
+    return r["low"], r["high"]
 
 
 def difference_interval(
     difference: np.ndarray,
     volumes: Sequence[int] | np.ndarray,
     resampled_differences: np.ndarray,
-    *,
-    method: str = INTERVAL_METHOD,
-    confidence: float = CONFIDENCE,
-    bounds: Bounds = None,
+    **options,
 ) -> dict:
     """{"low", "high", "p_t"} of the mean of a paired per-slice ``difference`` (a - b):
-    the cluster-t interval (cut to ``bounds``) and its p-value, or the percentile interval
-    of ``resampled_differences`` (p_t None)."""
-    check_method(method)
-    if method == "percentile":
-        low, high = bootstrap.percentile_interval(resampled_differences, confidence)
-        return {"low": float(low), "high": float(high), "p_t": None}
-    r = cluster_t(difference, volumes, confidence, bounds)
-    return {"low": float(r["low"]), "high": float(r["high"]),
-            "p_t": cluster_t_p(difference, volumes)}  # fmt: skip
+    interval_of() with ``options``, and the cluster-t test's p-value (None with the
+    percentile method)."""
+    low, high = interval_of(difference, volumes, resampled_differences, **options)
+    percentile = options.get("method", INTERVAL_METHOD) == "percentile"
+    p_t = None if percentile else cluster_t_p(difference, volumes)
+    return {"low": float(low), "high": float(high), "p_t": p_t}

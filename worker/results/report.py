@@ -120,9 +120,10 @@ def _experiment_block(
     volumes = keys // 65536
     r = bootstrap.resample_weights(volumes, n_resamples=n_resamples, seed=seed)
     means = r.means(x)
-    low, high = intervals.runs_intervals(
-        x, volumes, r, method=method, confidence=confidence, bounds=PERCENT
+    low, high = intervals.interval_of(
+        x, volumes, means, method=method, confidence=confidence, bounds=PERCENT
     )
+    low, high = np.atleast_1d(low), np.atleast_1d(high)
     ci = {rid: (float(lo), float(hi)) for rid, lo, hi in zip(ids, low, high, strict=True)}
     stability = ranking.rank_stability(x, r, confidence)
     ranked = [
