@@ -12,6 +12,7 @@ from sqlalchemy import exc as sa_exc
 
 from dashboard import arrays
 from db.errors import SegbenchError
+from worker.results.formats import MISSING
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -171,3 +172,8 @@ def sweep_choice(
         key=key,
         format_func=lambda s: "All sweeps" if s is None else s,
     )
+
+
+def table(data: Any, **kwargs: Any) -> Any:
+    """st.dataframe that shows an en dash for a missing value, never "None"."""
+    return st.dataframe(data, placeholder=MISSING, **kwargs)

@@ -22,6 +22,7 @@ import streamlit as st
 from dashboard.arrays import intensity_histogram
 from db import queries
 from db.grid import RunSpec
+from db.metrics import BOOTSTRAP_RESAMPLES, INTERVAL_METHOD
 from db.protocol import Protocol
 from db.session import redact, session_scope
 from db.settings import get_settings
@@ -213,14 +214,19 @@ REPORT_TTL_S = 60  # a sweep's statistics: bootstrap resamples cost seconds, not
 
 @st.cache_data(ttl=REPORT_TTL_S, show_spinner="Bootstrapping the test set…", max_entries=8)
 def report(
-    url: str, sweep: str, metric_mode: str | None = None, top: int = 10, resamples: int = 1000
+    url: str,
+    sweep: str,
+    metric_mode: str | None = None,
+    top: int = 10,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    interval: str = INTERVAL_METHOD,
 ) -> dict[str, Any]:
     """`segbench report` of one sweep, plus "rank_shares": how often each run took
     each rank over the resamples (rows run id, rank, share) for the blob plot."""
     with session_scope(url) as session:
         out = build_report(
             session, sweep, metric_mode=metric_mode, top=top, n_resamples=resamples,
-            with_replicates=True,
+            with_replicates=True, interval=interval,
         )  # fmt: skip
     replicates = out.pop("rank_replicates")
     ids = list(replicates)

@@ -33,7 +33,7 @@ def run_epochs(url: str, run_id: int) -> pd.DataFrame:
 def run_volumes(url: str, run_id: int) -> pd.DataFrame:
     """Per-test-volume 3-D Dice, NSD and HD95 of a run."""
     with session_scope(url) as session:
-        rows = queries.volume_results(session, run_ids=[run_id])
+        rows = queries.volume_rows(session, run_ids=[run_id])
     return _frame(rows, queries.VOLUME_COLUMNS)
 
 

@@ -28,7 +28,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # The Alembic revision these models correspond to (tests check it is the head), so
 # that checking a database's schema needs no Alembic import.
-SCHEMA_REVISION = "0004"
+SCHEMA_REVISION = "0005"
 
 RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
@@ -215,6 +215,11 @@ class TestSummary(Base):
     seconds: Mapped[float] = mapped_column(Float)
     nsd: Mapped[float | None] = mapped_column(Float)  # mean over test volumes, percent
     hd95: Mapped[float | None] = mapped_column(Float)  # mean over test volumes, mm
+    test_volumes: Mapped[int | None] = mapped_column(Integer)  # volumes scored
+    nsd_volumes: Mapped[int | None] = mapped_column(Integer)  # volumes the NSD mean covers
+    hd95_volumes: Mapped[int | None] = mapped_column(Integer)  # volumes the HD95 mean covers
+    # metrics of db.metrics without a column of their own: {name: value}
+    extra: Mapped[dict | None] = mapped_column(JSON)
 
 
 class VolumeResult(Base):

@@ -335,7 +335,8 @@ class VolumeMetrics:
     slices: int  # test slices of the volume
     dice: float  # 3-D Dice, percent (100 when both masks are empty)
     nsd: float | None  # percent, at the protocol's tolerance; None: not computed
-    hd95: float | None  # mm; None: undefined (exactly one mask empty) or not computed
+    # mm; the volume's diagonal when exactly one mask is empty; None: not computed
+    hd95: float | None
 
 
 @dataclass
@@ -350,7 +351,11 @@ class TestResult:
     seconds: float = 0.0
     volumes: list[VolumeMetrics] = field(default_factory=list)
     nsd: float | None = None  # mean over volumes, percent
-    hd95: float | None = None  # mean over the volumes where it is defined, mm
+    hd95: float | None = None  # mean over volumes, mm
+    nsd_volumes: int | None = None  # test volumes the NSD mean covers
+    hd95_volumes: int | None = None  # test volumes the HD95 mean covers
+    # metrics of db.metrics without a field here (a metric added later), percent
+    extra: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass

@@ -192,6 +192,10 @@ def finish(session: Session, *, run_id: int, outcome: RunOutcome) -> None:
         "seconds": test.seconds,
         "nsd": finite_or_none(test.nsd),
         "hd95": finite_or_none(test.hd95),
+        "test_volumes": len(test.volumes),
+        "nsd_volumes": test.nsd_volumes,
+        "hd95_volumes": test.hd95_volumes,
+        "extra": {k: finite_or_none(v) for k, v in test.extra.items()} or None,
     }
     volumes = [
         {"volume": v.volume, "slices": v.slices, "dice": v.dice,

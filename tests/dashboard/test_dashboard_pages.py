@@ -119,7 +119,7 @@ def test_leaderboard_filters_reduce_the_rows(populated):
 def test_leaderboard_sorts_by_parameters(populated):
     at = open_page("views/leaderboard.py")
     at.selectbox(key="lb_sort").set_value("parameters_m").run()
-    params = at.dataframe[0].value["params (M)"].dropna()
+    params = at.dataframe[0].value["Params (M)"].dropna()
     assert params.is_monotonic_increasing
 
 

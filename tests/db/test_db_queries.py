@@ -200,7 +200,7 @@ def test_slices_artifacts_and_detail(populated, session):
     assert detail["test"]["dice"] == populated["truth"][run_id]["dice"]
     assert (detail["test"]["nsd"], detail["test"]["hd95"]) == (81.0, 2.5)
     other = populated["ids"][1]
-    volumes = queries.volume_results(session, run_ids=[other, run_id])
+    volumes = queries.volume_rows(session, run_ids=[other, run_id])
     assert all(tuple(v) == queries.VOLUME_COLUMNS for v in volumes)
     # make_outcome(n_slices=6): volumes of 4 and 2 slices, the last HD95 undefined
     assert [tuple(v.values()) for v in volumes] == [

@@ -109,4 +109,4 @@ def test_status_is_readable_at_80_columns_and_wide_shows_everything(db_url):
         [*command, "--wide"], capture_output=True, text=True, timeout=120,
         env={**os.environ, "COLUMNS": "160"},
     )  # fmt: skip
-    assert "lesion-segmentation-a" in wide.stdout and "spec %" in wide.stdout
+    assert "lesion-segmentation-a" in wide.stdout and "Spec %" in wide.stdout

@@ -9,8 +9,10 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from db import metrics as registry
 from db import migrate, queries
 from db.grid import EXPERIMENT_SPECS
+from db.metrics import Metric
 from db.session import redact, session_scope
 from worker.cli.app import app
 from worker.cli.options import (
@@ -38,14 +40,6 @@ def upgrade(db: DbOpt = None) -> None:
     typer.echo(f"Database {redact(url)} is at schema revision {migrate.head_revision()}.", err=True)
 
 
-def _cell(value: object, digits: int = 2) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
 SHORT_EXPERIMENT = {e.name: e.short for e in EXPERIMENT_SPECS.values()}
 WIDE_COLUMNS = (
     "id",
@@ -63,11 +57,17 @@ WideOpt = Annotated[
 ]
 
 
+def _metric_header(metric: Metric) -> str:
+    return f"{metric.label} {metric.unit}"
+
+
 def _short_table(rows: list[dict], title: str) -> Table:
     """Fits 80 columns: short experiment names, Dice only (--wide shows the rest)."""
     table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
-    for key in ("id", "exp", "arch", "encoder", "init", "status", "epoch", "dice %"):
-        table.add_column(key, justify="right" if key in ("id", "epoch", "dice %") else "left")
+    for key in ("id", "exp", "arch", "encoder", "init", "status", "epoch"):
+        table.add_column(key, justify="right" if key in ("id", "epoch") else "left")
+    dice = registry.get("dice")
+    table.add_column(_metric_header(dice), justify="right")
     for row in rows:
         table.add_row(
             str(row["id"]),
@@ -77,17 +77,18 @@ def _short_table(rows: list[dict], title: str) -> Table:
             row["init"],
             row["status"],
             f"{row['epoch']}/{row['epochs']}",
-            _cell(row["dice"]),
+            dice.fmt(row["dice"], missing="-"),
         )
     return table
 
 
-def _wide_table(rows: list[dict], title: str) -> Table:
+def _wide_table(rows: list[dict], title: str, values: dict[int, dict]) -> Table:
     table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
     for key in WIDE_COLUMNS:
         table.add_column(key, justify="right" if key in ("id", "seed", "epoch") else "left")
-    for key in ("dice %", "sens %", "spec %", "NSD %", "HD95 mm"):
-        table.add_column(key, justify="right")
+    metrics = registry.select(kind="test", compact=True)
+    for m in metrics:
+        table.add_column(_metric_header(m), justify="right")
     for row in rows:
         table.add_row(
             str(row["id"]),
@@ -99,11 +100,7 @@ def _wide_table(rows: list[dict], title: str) -> Table:
             row["train_precision"],
             row["status"],
             f"{row['epoch']}/{row['epochs']}",
-            _cell(row["dice"]),
-            _cell(row["sensitivity"]),
-            _cell(row["specificity"]),
-            _cell(row["nsd"]),
-            _cell(row["hd95"]),
+            *(m.cell(values.get(row["id"], {}), missing="-") for m in metrics),
         )
     return table
 
@@ -132,6 +129,7 @@ def status(
     check_format(format)
     with user_errors(), session_scope(existing_database_url(db)) as session:
         rows = queries.status_rows(session, sweep=sweep)
+        values = queries.summary_metrics(session, run_ids=[r["id"] for r in rows]) if wide else {}
         counts = queries.queue_counts(session, sweep=sweep)
         eta = queries.sweep_eta(session, sweep=sweep)
     if format == "json":
@@ -139,7 +137,7 @@ def status(
         return
     title = f"Runs of sweep {sweep}" if sweep else "Runs"
     console = Console()
-    console.print(_wide_table(rows, title) if wide else _short_table(rows, title))
+    console.print(_wide_table(rows, title, values) if wide else _short_table(rows, title))
     for line in protocol_lines(rows):
         console.print(line)
     console.print("  ".join(f"{state}: {n}" for state, n in counts.items()))

@@ -16,7 +16,7 @@ from worker.data.layout import sha256_file
 from worker.data.preprocess import HU_MEAN, HU_STD
 from worker.training import metrics, models
 from worker.training.device import to_tensor
-from worker.training.volumes import VolumeScorer, mean_defined
+from worker.training.volumes import VolumeScorer, volume_summary
 
 CHECKPOINT_BEST = "checkpoint_best"
 
@@ -94,9 +94,8 @@ def evaluate(
         metric_mode=metric_mode,
         seconds=time.perf_counter() - t0,
         volumes=volumes,
-        nsd=mean_defined(v.nsd for v in volumes),
-        hd95=mean_defined(v.hd95 for v in volumes),
-        **summary,
+        **volume_summary(volumes),
+        **metrics.result_fields(summary),
     )
     return result, masks
 
