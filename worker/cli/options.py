@@ -19,7 +19,7 @@ from sqlalchemy import make_url
 from db.engine import is_sqlite, normalize_url
 from db.errors import SegbenchError
 from db.grid import RunSpec, custom_specs, expand, expand_all
-from db.presets import resolve
+from db.presets import PRESET_DESCRIPTIONS, resolve
 from db.protocol import PROTOCOL_FIELDS
 from db.settings import get_settings
 
@@ -56,8 +56,8 @@ PresetOpt = Annotated[
     str | None,
     typer.Option(
         "--preset",
-        help="paper (the paper's text, the default) or authors-2020 (the authors' 2020 "
-        "code); options given beside it override it.",
+        help="; ".join(f"{name}: {text}" for name, text in PRESET_DESCRIPTIONS.items())
+        + ". Options given beside it override it.",
         rich_help_panel=PROTOCOL_PANEL,
     ),
 ]
