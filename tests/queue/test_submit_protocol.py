@@ -78,7 +78,9 @@ def test_unknown_preset_fails_in_one_sentence_and_writes_nothing(embedded, synth
         "submit", *CELL, "--preset", "nnunet", "--data", str(synthetic_data), check=False
     )
     assert result.exit_code == 1
-    assert "Unknown preset 'nnunet'; expected one of: default, paper, authors-2020." in result.output
+    assert (
+        "Unknown preset 'nnunet'; expected one of: default, paper, authors-2020." in result.output
+    )
     assert embedded.runs() == {}
 
 

@@ -63,7 +63,10 @@ def evaluate(
     counts = []
     gallery = sorted(set(gallery or []))
     masks: dict[int, np.ndarray] = {}
-    scorer = VolumeScorer(split, spacing, nsd_tolerance_mm, boundary_mode)
+    # boundary metrics on the run's CPU threads, beside the next slices' inference
+    scorer = VolumeScorer(
+        split, spacing, nsd_tolerance_mm, boundary_mode, threads=torch.get_num_threads()
+    )
     model.eval()
     with torch.inference_mode():
         for start in range(0, len(x), batch_size):
