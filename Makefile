@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 SEGBENCH := $(BIN)/segbench
 DEMO_DIR ?= demo
 
-.PHONY: run test test-fast lint format venv bench clean doctor
+.PHONY: run test test-fast lint format venv bench gpu-wheels gpu-session-dry clean doctor
 
 $(BIN)/segbench: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,27 @@ format: venv
 bench: venv
 	$(BIN)/python bench/harness_overhead.py --quick
 	$(BIN)/python bench/dashboard_queries.py --quick
+
+# The GPU session (bench/README.md): `make gpu-wheels` puts into .whl/ the cp312 wheels
+# a bare GPU machine with torch lacks (segbench itself included); carry .whl there and
+# run `bash bench/gpu_session.sh`. `make gpu-session-dry` runs every step on this CPU.
+GPU_WHEELS = segmentation_models_pytorch==0.6.0 nibabel==5.4.2 pydantic==2.14.4 \
+	pydantic_core==2.50.5 pydantic-settings==2.16.3 annotated-types==0.8.0 \
+	typing-inspection==0.4.5 python-dotenv==1.2.4 SQLAlchemy==2.1.9 greenlet==3.5.6 \
+	alembic==1.20.1 Mako==1.4.3 celery==5.7.0 kombu==5.7.0 billiard==4.3.2 vine==5.1.0 \
+	amqp==5.4.2 click-didyoumean==0.3.1 click-plugins==1.1.1.2 click-repl==0.4.1 \
+	prompt_toolkit==3.0.53 wcwidth==0.9.4 tzlocal==5.4.5 redis==8.2.0
+
+gpu-wheels: venv
+	rm -rf .whl
+	$(BIN)/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+	  --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+	  --platform manylinux2014_x86_64 --platform manylinux_2_24_x86_64 -d .whl $(GPU_WHEELS)
+	$(BIN)/pip wheel -q --no-deps -w .whl .
+	du -sh .whl
+
+gpu-session-dry: venv
+	bash bench/gpu_session.sh --dry-run
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache .ruff_cache test-output
