@@ -76,6 +76,15 @@ EXPERIMENTS: tuple[str, ...] = (
     "lesion-segmentation-b",
 )
 
+# Short names of the experiments, as `segbench status` and narrow tables print them;
+# every experiment filter takes these as well as the full names above.
+EXPERIMENT_ALIASES: dict[str, str] = {
+    "lung": "lung-segmentation",
+    "lesion-a": "lesion-segmentation-a",
+    "lesion-b": "lesion-segmentation-b",
+}
+SHORT_EXPERIMENT: dict[str, str] = {full: short for short, full in EXPERIMENT_ALIASES.items()}
+
 INITS: tuple[str, ...] = ("random", "imagenet")
 
 # A user's own model: `module:function` or the name of a `segbench.models` entry point
@@ -177,7 +186,7 @@ def check_model_ref(ref: str) -> str:
 
 def custom_specs(model: str, experiments: Iterable[str] | None = None) -> list[RunSpec]:
     """The runs of a user's own model, one per selected experiment."""
-    exps = _selected("experiment", experiments, EXPERIMENTS)
+    exps = _selected("experiment", experiment_names(experiments), EXPERIMENTS)
     return [RunSpec(x, CUSTOM, check_model_ref(model), CUSTOM_INIT) for x in exps]
 
 
@@ -192,6 +201,24 @@ def run_name(run: Mapping[str, Any]) -> str:
 
 def check_name(kind: str, value: str, valid: Iterable[str]) -> str:
     return check_choice(kind, value, valid, GridError)
+
+
+def experiment_name(value: str) -> str:
+    """The full name of an experiment given by its full name or its short one
+    (EXPERIMENT_ALIASES: ``lung`` is ``lung-segmentation``); GridError otherwise."""
+    full = EXPERIMENT_ALIASES.get(value, value)
+    if full not in EXPERIMENTS:
+        raise GridError(
+            f"Unknown experiment '{value}'; expected one of: "
+            + ", ".join(f"{x} ({SHORT_EXPERIMENT[x]})" for x in EXPERIMENTS)
+            + "."
+        )
+    return full
+
+
+def experiment_names(values: Iterable[str] | None) -> list[str] | None:
+    """experiment_name of each value (None stays None: no filter)."""
+    return None if values is None else [experiment_name(v) for v in values]
 
 
 def _selected(
@@ -222,7 +249,7 @@ def expand(
     Encoders and families combine as a union: ``--family vgg --encoder resnet18``
     selects the three VGGs and resnet18.
     """
-    exps = _selected("experiment", experiments, EXPERIMENTS)
+    exps = _selected("experiment", experiment_names(experiments), EXPERIMENTS)
     archs = _selected("architecture", architectures, ARCHITECTURES, SMP_ARCHITECTURES)
     inits_ = _selected("init", inits, INITS)
     encs = list(encoders or [])
@@ -269,7 +296,7 @@ def expand_all(
     ImageNet runs of encoders without ImageNet weights (timm universal encoders are
     any timm model, so they are not listed; name them with --encoder tu-<name>)."""
     from_catalog = list(SMP_ENCODERS)
-    exps = _selected("experiment", experiments, EXPERIMENTS)
+    exps = _selected("experiment", experiment_names(experiments), EXPERIMENTS)
     archs = _selected("architecture", architectures, SMP_ARCHITECTURES)
     inits_ = _selected("init", inits, INITS)
     encs = [check_encoder(e) for e in encoders or []]

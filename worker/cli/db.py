@@ -10,10 +10,14 @@ from rich.console import Console
 from rich.table import Table
 
 from db import migrate, queries
+from db.errors import check_choice
+from db.grid import SHORT_EXPERIMENT
+from db.models import RUN_STATUSES
 from db.session import redact, session_scope
 from worker.cli.app import app
 from worker.cli.options import (
     DbOpt,
+    ExperimentOpt,
     FormatOpt,
     SweepOpt,
     check_format,
@@ -44,13 +48,9 @@ def _cell(value: object, digits: int = 2) -> str:
     return str(value)
 
 
-SHORT_EXPERIMENT = {
-    "lung-segmentation": "lung",
-    "lesion-segmentation-a": "lesion-a",
-    "lesion-segmentation-b": "lesion-b",
-}
 WIDE_COLUMNS = (
     "id",
+    "sweep",
     "experiment",
     "architecture",
     "encoder",
@@ -65,23 +65,50 @@ WideOpt = Annotated[
 ]
 
 
-def _short_table(rows: list[dict], title: str) -> Table:
-    """Fits 80 columns: short experiment names, Dice only (--wide shows the rest)."""
-    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
-    for key in ("id", "exp", "arch", "encoder", "init", "status", "epoch", "dice %"):
-        table.add_column(key, justify="right" if key in ("id", "epoch", "dice %") else "left")
-    for row in rows:
-        table.add_row(
-            str(row["id"]),
-            SHORT_EXPERIMENT.get(row["experiment"], row["experiment"]),
-            row["architecture"],
-            row["encoder"],
-            row["init"],
-            row["status"],
-            f"{row['epoch']}/{row['epochs']}",
-            _cell(row["dice"]),
+def _short_table(rows: list[dict], title: str, width: int = 80) -> Table:
+    """Fits 80 columns: short experiment names (those the filters take too), Dice only
+    (--wide shows the rest); a sweep column when the runs shown come from more than
+    one sweep (its names cut to what `width` leaves, at least 6 characters), else the
+    title names their sweep."""
+    sweeps = list(dict.fromkeys(row["sweep"] for row in rows))
+    with_sweep = len(sweeps) > 1
+    if len(sweeps) == 1 and "sweep" not in title:
+        title = f"{title} of sweep {sweeps[0]}"
+    # two spaces between columns, none at the edges
+    table = Table(
+        title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True
+    )
+    keys = ("id", "sweep", "exp", "arch", "encoder", "init", "status", "epoch", "dice %")
+    rows_cells = [_short_cells(row) for row in rows]
+    others = sum(
+        max([len(key), *(len(c[i]) for c in rows_cells)]) for i, key in enumerate(keys) if i != 1
+    )
+    sweep_width = max(6, width - others - 2 * (len(keys) - 1))
+    for key in keys if with_sweep else [k for k in keys if k != "sweep"]:
+        table.add_column(
+            key,
+            justify="right" if key in ("id", "epoch", "dice %") else "left",
+            max_width=sweep_width if key == "sweep" else None,
+            overflow="ellipsis",
+            no_wrap=key == "sweep",
         )
+    for cells in rows_cells:
+        table.add_row(*(cells if with_sweep else cells[:1] + cells[2:]))
     return table
+
+
+def _short_cells(row: dict) -> list[str]:
+    return [
+        str(row["id"]),
+        row["sweep"],
+        SHORT_EXPERIMENT.get(row["experiment"], row["experiment"]),
+        row["architecture"],
+        row["encoder"],
+        row["init"],
+        row["status"],
+        f"{row['epoch']}/{row['epochs']}",
+        _cell(row["dice"]),
+    ]
 
 
 def _wide_table(rows: list[dict], title: str) -> Table:
@@ -93,6 +120,7 @@ def _wide_table(rows: list[dict], title: str) -> Table:
     for row in rows:
         table.add_row(
             str(row["id"]),
+            row["sweep"],
             row["experiment"],
             row["architecture"],
             row["encoder"],
@@ -123,15 +151,29 @@ def protocol_lines(rows: list[dict]) -> list[str]:
     ]
 
 
-def eta_line(eta: dict) -> str:
+def no_worker_line(counts: dict[str, int]) -> str:
+    """What waits for a worker when none is alive: queued runs, or running runs whose
+    worker died (they go back to the queue when their lease expires)."""
+    queued, running = counts.get("queued", 0), counts.get("running", 0)
+    waiting = []
+    if queued:
+        waiting.append(f"{queued} queued run(s) wait for one")
+    if running:
+        waiting.append(
+            f"{running} run(s) marked running go back to the queue when their lease expires"
+        )
+    return f"No worker is alive: {'; '.join(waiting)}; start one with `segbench worker`."
+
+
+def eta_line(eta: dict, counts: dict[str, int]) -> str:
     """The sweep's time left, from measured seconds per epoch and the live workers."""
-    from worker.cli.workers import NO_WORKER, duration
+    from worker.cli.workers import duration
 
     if eta["remaining_epochs"] == 0:
         return "Nothing left to train."
     left = f"{eta['remaining_epochs']:,} epoch(s) left"
     if eta["workers"] == 0:
-        return f"{left}. {NO_WORKER}"
+        return f"{left}. {no_worker_line(counts)}"
     if eta["seconds_per_epoch"] is None:
         return f"{left}; time left: known once an epoch has finished."
     return (
@@ -140,27 +182,62 @@ def eta_line(eta: dict) -> str:
     )
 
 
+StatusOpt = Annotated[
+    list[str] | None,
+    typer.Option("--status", "-s", help=f"Only runs in this state: {', '.join(RUN_STATUSES)}."),
+]
+
+
+def check_statuses(values: list[str] | None) -> list[str] | None:
+    if values:
+        for value in values:
+            check_choice("status", value, RUN_STATUSES)
+    return values
+
+
+def title_of(sweep: str | None, experiment: list[str] | None, states: list[str] | None) -> str:
+    title = f"Runs of sweep {sweep}" if sweep else "Runs"
+    parts = [", ".join(SHORT_EXPERIMENT.get(x, x) for x in experiment)] if experiment else []
+    parts += [" or ".join(states)] if states else []
+    return f"{title} ({'; '.join(parts)})" if parts else title
+
+
 @app.command("status")
 def status(
     sweep: SweepOpt = None,
+    experiment: ExperimentOpt = None,
+    state: StatusOpt = None,
     db: DbOpt = None,
     format: FormatOpt = "table",
     wide: WideOpt = False,
 ) -> None:
-    """The runs, their state, epoch progress and test scores (in percent), and the time left."""
+    """The runs, their state, epoch progress and test scores (in percent), and the time left.
+
+    Filters combine: --sweep S, --experiment E (full or short name, repeatable),
+    --status S (repeatable)."""
     check_format(format)
-    with user_errors(), session_scope(existing_database_url(db)) as session:
-        rows = queries.status_rows(session, sweep=sweep)
-        counts = queries.queue_counts(session, sweep=sweep)
-        eta = queries.sweep_eta(session, sweep=sweep)
+    with user_errors():
+        check_statuses(state)
+        with session_scope(existing_database_url(db)) as session:
+            rows = queries.status_rows(session, sweep=sweep)
+            counts = queries.queue_counts(session, sweep=sweep)
+            eta = queries.sweep_eta(session, sweep=sweep)
+    rows = [
+        r
+        for r in rows
+        if (not experiment or r["experiment"] in experiment) and (not state or r["status"] in state)
+    ]
     if format == "json":
         print_json(rows)
         return
-    title = f"Runs of sweep {sweep}" if sweep else "Runs"
     console = Console()
-    console.print(_wide_table(rows, title) if wide else _short_table(rows, title))
+    title = title_of(sweep, experiment, state)
+    console.print(_wide_table(rows, title) if wide else _short_table(rows, title, console.width))
     for line in protocol_lines(rows):
         console.print(line)
-    console.print("  ".join(f"{state}: {n}" for state, n in counts.items()))
+    line = "  ".join(f"{name}: {n}" for name, n in counts.items())
+    if experiment or state:
+        line = f"shown: {len(rows)} of {sum(counts.values())} run(s);  {line}"
+    console.print(line)
     if counts.get("queued", 0) or counts.get("running", 0):
-        console.print(eta_line(eta))
+        console.print(eta_line(eta, counts))
