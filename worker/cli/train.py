@@ -13,6 +13,7 @@ from db.grid import RunSpec, custom_specs
 from db.presets import protocol_line
 from worker.cli.app import app
 from worker.cli.options import (
+    EXPERIMENT_HELP,
     AugmentModeOpt,
     BatchSizeOpt,
     BoundaryModeOpt,
@@ -28,10 +29,33 @@ from worker.cli.options import (
     TestResizeOpt,
     check_format,
     fail,
+    one_experiment,
     print_json,
     protocol_from_options,
     user_errors,
 )
+
+DeviceOpt = Annotated[
+    str,
+    typer.Option(
+        "--device",
+        help="auto (CUDA when this process sees a GPU, else CPU), cpu, cuda or cuda:N.",
+    ),
+]
+
+
+def chosen_device(name: str) -> tuple[str, str]:
+    """The device --device names (auto: CUDA if this process sees one, else CPU) and
+    how to say it ("cpu (--device auto: no CUDA device here)"); an unknown or
+    unavailable device is one sentence."""
+    from worker.training.device import resolve_device
+
+    with user_errors():
+        device = resolve_device(name)
+    how = ""
+    if name == "auto":
+        how = " (--device auto)" if device.type == "cuda" else " (--device auto: no CUDA here)"
+    return str(device), f"{device}{how}"
 
 
 def one_run(
@@ -51,7 +75,9 @@ def one_run(
 @app.command()
 def train(
     data: Annotated[Path, typer.Option("--data", help="Dataset folder (medseg or nifti-folder).")],
-    experiment: Annotated[str, typer.Option("--experiment", "-x")],
+    experiment: Annotated[
+        str, typer.Option("--experiment", "-x", help=EXPERIMENT_HELP, callback=one_experiment)
+    ],
     architecture: Annotated[str | None, typer.Option("--architecture", "-a")] = None,
     encoder: Annotated[str | None, typer.Option("--encoder", "-e")] = None,
     init: Annotated[
@@ -75,7 +101,7 @@ def train(
     augment_mode: AugmentModeOpt = None,
     precision: PrecisionOpt = None,
     test_resize: TestResizeOpt = None,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    device: DeviceOpt = "auto",
     nsd_tolerance_mm: NsdToleranceOpt = None,
     boundary_mode: BoundaryModeOpt = None,
     artifacts: Annotated[
@@ -98,7 +124,6 @@ def train(
     from worker.data.dataset import load_dataset
     from worker.queue.service import train_in_process
     from worker.training import weights
-    from worker.training.device import resolve_device
     from worker.training.recorder import FileRecorder, ProgressRecorder
 
     check_format(format)
@@ -118,7 +143,7 @@ def train(
             nsd_tolerance_mm=nsd_tolerance_mm,
             boundary_mode=boundary_mode,
         )
-        resolve_device(device)  # refuse before any row is written
+        device, device_text = chosen_device(device)  # refuse before any row is written
         # Missing ImageNet weights are downloaded now (with a progress bar), or, when
         # downloads are forbidden, refused before any row is written.
         if run.init == "imagenet":
@@ -129,6 +154,7 @@ def train(
         # The run's failure reason is stored and printed as one sentence below;
         # the runner's own log of it (with traceback) is for worker logs.
         logging.getLogger("worker.queue.runner").setLevel(logging.CRITICAL)
+        typer.echo(f"training {run.name} on {device_text}", err=True)
         result = train_in_process(
             run,
             protocol,
