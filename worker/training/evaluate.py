@@ -58,6 +58,7 @@ def evaluate(
     spacing: list[tuple[float, float, float]] | None = None,
     nsd_tolerance_mm: float = 2.0,
     boundary_mode: str = "surface-area",
+    progress=lambda done, total: None,  # e.g. Recorder.testing
 ) -> tuple[TestResult, dict[int, np.ndarray]]:
     """Per-slice TP/FP/FN/TN and mean Sens/Spec/Dice (percent) on a test split, and
     per test volume 3-D Dice plus, given each volume's ``spacing`` (rows, columns,
@@ -77,6 +78,7 @@ def evaluate(
     model.eval()
     with torch.inference_mode():
         for start in range(0, len(x), batch_size):
+            progress(start, len(x))
             prob = model(x[start : start + batch_size]).float()
             counts.append(metrics.confusion_counts(prob, y[start : start + batch_size]))
             if scorer.wants_masks:
@@ -84,6 +86,7 @@ def evaluate(
             for i in gallery:
                 if start <= i < start + prob.shape[0]:
                     masks[i] = (prob[i - start, 0] > 0.5).cpu().numpy()
+    progress(len(x), len(x))
     c = torch.cat(counts).cpu().numpy() if counts else np.zeros((0, 4), dtype=np.int64)
     summary = metrics.summarize(c, metric_mode)
     slices = [
@@ -126,6 +129,7 @@ def finish_run(spec, model, dataset, state, parameters_m, recorder, device) -> R
         spacing=dataset.test_spacing,
         nsd_tolerance_mm=p.nsd_tolerance_mm,
         boundary_mode=p.boundary_mode,
+        progress=recorder.testing,
     )
     best_dir = Path(spec.artifacts_dir) / CHECKPOINT_BEST
     model_cpu = copy.deepcopy(model).to("cpu", memory_format=torch.contiguous_format)
