@@ -65,6 +65,10 @@ WideOpt = Annotated[
 ]
 
 
+# two spaces between columns, none at the edges
+COMPACT = {"box": box.SIMPLE_HEAD, "show_edge": False, "pad_edge": False, "collapse_padding": True}
+
+
 def _short_table(rows: list[dict], title: str, width: int = 80) -> Table:
     """Fits 80 columns: short experiment names (those the filters take too), Dice only
     (--wide shows the rest); a sweep column when the runs shown come from more than
@@ -74,10 +78,7 @@ def _short_table(rows: list[dict], title: str, width: int = 80) -> Table:
     with_sweep = len(sweeps) > 1
     if len(sweeps) == 1 and "sweep" not in title:
         title = f"{title} of sweep {sweeps[0]}"
-    # two spaces between columns, none at the edges
-    table = Table(
-        title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True
-    )
+    table = Table(title=title, **COMPACT)
     keys = ("id", "sweep", "exp", "arch", "encoder", "init", "status", "epoch", "dice %")
     rows_cells = [_short_cells(row) for row in rows]
     others = sum(
@@ -112,7 +113,7 @@ def _short_cells(row: dict) -> list[str]:
 
 
 def _wide_table(rows: list[dict], title: str) -> Table:
-    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(title=title, **COMPACT)
     for key in WIDE_COLUMNS:
         table.add_column(key, justify="right" if key in ("id", "seed", "epoch") else "left")
     for key in ("dice %", "sens %", "spec %", "NSD %", "HD95 mm"):

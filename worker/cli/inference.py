@@ -28,7 +28,7 @@ def predict(
     input: InputOpt,
     output: Annotated[Path, typer.Option("--output", help="Mask to write (.nii.gz).")],
     lung_model: LungOpt = None,
-    device: DeviceOpt = "auto",
+    device: DeviceOpt = None,
     batch_size: Annotated[int, typer.Option(help="Slices per forward pass.", min=1, max=4096)] = 8,
     reference: Annotated[
         Path | None,
@@ -146,7 +146,7 @@ def export_mesh(
     mask: Annotated[
         Path | None, typer.Option("--mask", help="Mesh this mask instead of predicting one.")
     ] = None,
-    device: DeviceOpt = "auto",
+    device: DeviceOpt = None,
 ) -> None:
     """3-D surface (marching cubes, mm) of a predicted or given mask (paper Fig. 7)."""
     import nibabel as nib

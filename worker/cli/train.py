@@ -36,20 +36,25 @@ from worker.cli.options import (
 )
 
 DeviceOpt = Annotated[
-    str,
+    str | None,
     typer.Option(
         "--device",
-        help="auto (CUDA when this process sees a GPU, else CPU), cpu, cuda or cuda:N.",
+        help="auto (CUDA when this process sees a GPU, else CPU), cpu, cuda or cuda:N "
+        "(default: SEGBENCH_DEVICE, else auto).",
+        show_default=False,
     ),
 ]
 
 
-def chosen_device(name: str) -> tuple[str, str]:
-    """The device --device names (auto: CUDA if this process sees one, else CPU) and
-    how to say it ("cpu (--device auto: no CUDA device here)"); an unknown or
-    unavailable device is one sentence."""
+def chosen_device(name: str | None) -> tuple[str, str]:
+    """The device --device names (None: the settings' device, `auto` unless
+    SEGBENCH_DEVICE says otherwise; auto: CUDA if this process sees one, else CPU) and
+    how to say it ("cpu (--device auto: no CUDA here)"); an unknown or unavailable
+    device is one sentence."""
+    from db.settings import get_settings
     from worker.training.device import resolve_device
 
+    name = name or get_settings().device
     with user_errors():
         device = resolve_device(name)
     how = ""
@@ -101,7 +106,7 @@ def train(
     augment_mode: AugmentModeOpt = None,
     precision: PrecisionOpt = None,
     test_resize: TestResizeOpt = None,
-    device: DeviceOpt = "auto",
+    device: DeviceOpt = None,
     nsd_tolerance_mm: NsdToleranceOpt = None,
     boundary_mode: BoundaryModeOpt = None,
     artifacts: Annotated[
