@@ -69,7 +69,7 @@ def test_the_test_pass_reports_every_batch_then_the_end():
 
 
 def test_train_shows_a_bar_over_the_test_slices_after_the_epoch_bar(capsys):
-    bar = ProgressRecorder(2, "lung-segmentation-unet-resnet18-random")
+    bar = ProgressRecorder(2, "lung-segmentation-unet-resnet18-random", device="cpu (auto)")
     bar.start({"dataset": {"synthetic": True}})
     for epoch in (1, 2):
         bar.epoch(EpochRecord(epoch, 0.5, 0.4, 1.0, 0.2, True))
@@ -78,6 +78,7 @@ def test_train_shows_a_bar_over_the_test_slices_after_the_epoch_bar(capsys):
     assert bar.test_bar.n == 20 and bar.bar.n == 2
     bar.finish(None)
     err = capsys.readouterr().err
+    assert err.index("training on cpu (auto)") < err.index("2/2")
     assert "2/2" in err and "testing the best model" in err and "20/20" in err
     assert err.index("2/2") < err.index("testing the best model")
 

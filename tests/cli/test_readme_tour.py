@@ -182,7 +182,7 @@ def also_printed() -> dict[tuple[str, str], list[str]]:
 
     device = chosen_device("auto")[1]
     return {
-        ("segbench", "train"): [f"on {device}", "testing the best model"],
+        ("segbench", "train"): [f"training on {device}", "testing the best model"],
         ("segbench", "predict"): [f"on {device}"],
         ("segbench", "worker"): [
             "run 3: epoch 1/2, train loss",

@@ -159,7 +159,6 @@ def train(
         # The run's failure reason is stored and printed as one sentence below;
         # the runner's own log of it (with traceback) is for worker logs.
         logging.getLogger("worker.queue.runner").setLevel(logging.CRITICAL)
-        typer.echo(f"training {run.name} on {device_text}", err=True)
         result = train_in_process(
             run,
             protocol,
@@ -168,7 +167,10 @@ def train(
             artifacts_dir=artifacts,
             sweep=sweep,
             url=db,
-            recorders=lambda out: [FileRecorder(out), ProgressRecorder(protocol.epochs, run.name)],
+            recorders=lambda out: [
+                FileRecorder(out),
+                ProgressRecorder(protocol.epochs, run.name, device=device_text),
+            ],
         )
     summary = json.loads((result.artifacts_dir / "summary.json").read_text())
     summary["run_id"] = result.run_id

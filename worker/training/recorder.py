@@ -145,13 +145,16 @@ class FileRecorder(Recorder):
 class ProgressRecorder(Recorder):
     """A tqdm bar over epochs with the latest losses, then one over the test slices."""
 
-    def __init__(self, total: int, name: str):
+    def __init__(self, total: int, name: str, device: str | None = None):
         from tqdm import tqdm
 
         self.bar = tqdm(total=total, desc=name, unit="epoch", file=sys.stderr)
         self.test_bar = None
+        self.device = device  # said once training starts: "cpu (--device auto: no CUDA here)"
 
     def start(self, config: dict) -> None:
+        if self.device:
+            self.bar.write(f"training on {self.device}", file=sys.stderr)
         done = config.get("resumed_from", 0)
         if done:
             self.bar.update(done - self.bar.n)
