@@ -70,20 +70,47 @@ ENCODERS: dict[str, str] = {
 
 FAMILIES: tuple[str, ...] = tuple(dict.fromkeys(ENCODERS.values()))
 
-EXPERIMENTS: tuple[str, ...] = (
-    "lung-segmentation",
-    "lesion-segmentation-a",
-    "lesion-segmentation-b",
-)
 
-# Short names of the experiments, as `segbench status` and narrow tables print them;
-# every experiment filter takes these as well as the full names above.
-EXPERIMENT_ALIASES: dict[str, str] = {
-    "lung": "lung-segmentation",
-    "lesion-a": "lesion-segmentation-a",
-    "lesion-b": "lesion-segmentation-b",
+@dataclass(frozen=True)
+class Experiment:
+    """What an experiment of the paper is: which mask it segments, whether its input is
+    the CT multiplied by the lung mask, and the short name tables print."""
+
+    name: str
+    short: str
+    label: str
+    target: str  # "lungs" or "lesions": the mask a model learns to predict
+    lung_masked_input: bool  # the normalised input times the lung mask (outside: 0)
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        """The masks a dataset must have for this experiment."""
+        return (self.target, "lungs") if self.lung_masked_input else (self.target,)
+
+
+# In the paper's order.
+EXPERIMENT_SPECS: dict[str, Experiment] = {
+    e.name: e
+    for e in (
+        Experiment("lung-segmentation", "lung", "Lung", "lungs", False),
+        Experiment("lesion-segmentation-a", "lesion-a", "Lesion A", "lesions", False),
+        Experiment(
+            "lesion-segmentation-b", "lesion-b", "Lesion B (lung-masked input)", "lesions", True
+        ),
+    )
 }
-SHORT_EXPERIMENT: dict[str, str] = {full: short for short, full in EXPERIMENT_ALIASES.items()}
+EXPERIMENTS: tuple[str, ...] = tuple(EXPERIMENT_SPECS)
+
+
+def experiment(name: str) -> Experiment:
+    """The experiment called `name` (InvalidInput naming the valid ones otherwise)."""
+    return EXPERIMENT_SPECS[check_choice("experiment", name, EXPERIMENTS)]
+
+
+# The names every experiment filter takes besides the full ones: the short names
+# `segbench status` and narrow tables print (Experiment.short), short -> full.
+EXPERIMENT_ALIASES: dict[str, str] = {e.short: e.name for e in EXPERIMENT_SPECS.values()}
+SHORT_EXPERIMENT: dict[str, str] = {e.name: e.short for e in EXPERIMENT_SPECS.values()}
 
 INITS: tuple[str, ...] = ("random", "imagenet")
 

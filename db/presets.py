@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from db.errors import check_choice
-from db.protocol import Protocol, ProtocolError
+from db.protocol import PROTOCOL_FIELDS, Protocol, ProtocolError
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The paper's text (segbench's defaults).
@@ -71,13 +71,10 @@ def matching_presets(protocol: Protocol | Mapping[str, Any]) -> list[str]:
 
 
 def protocol_line(protocol: Protocol | Mapping[str, Any]) -> str:
-    """One line naming a protocol's settings (and the presets it matches)."""
+    """One line naming every shared setting of a protocol (and the presets it matches),
+    in the order of db.protocol.PROTOCOL_FIELDS."""
     d = protocol.to_dict() if isinstance(protocol, Protocol) else dict(protocol)
     p = Protocol.from_dict(d)
     named = matching_presets(p)
-    return (
-        (f"preset {', '.join(named)}; " if named else "")
-        + f"{p.epochs} epochs, {p.image_size} px, batch {p.batch_size}, loss {p.loss}, "
-        f"{p.train_precision} training, augment {p.augment_mode if p.augment else 'off'}, "
-        f"metrics {p.metric_mode}, test resize {p.test_resize}"
-    )
+    shown = ", ".join(f.show(getattr(p, f.name)) for f in PROTOCOL_FIELDS if not f.per_run)
+    return (f"preset {', '.join(named)}; " if named else "") + shown

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 from db.errors import InvalidInput, check_choice
 
@@ -39,24 +40,108 @@ class ProtocolError(InvalidInput):
     """A protocol setting outside its accepted values."""
 
 
+def _field(default: Any, label: str, help: str, choices: tuple[str, ...] | None = None, **extra):
+    """A protocol field with what every surface shows of it (ProtocolField)."""
+    return field(
+        default=default, metadata={"label": label, "help": help, "choices": choices, **extra}
+    )
+
+
 @dataclass(frozen=True)
 class Protocol:
-    """Hyperparameters shared by every run of a sweep (paper defaults)."""
+    """Hyperparameters shared by every run of a sweep (paper defaults).
 
-    epochs: int = 200
-    image_size: int = 512
-    batch_size: int = 2
-    lr: float = 1e-3
-    loss: str = "soft-dice"  # paper text; see LOSSES and docs/protocol.md
-    metric_mode: str = "standard"  # or "authors-2020" (compatibility)
-    seed: int = 0  # per run: not hashed (PER_RUN_FIELDS)
-    augment: bool = True
-    augment_mode: str = "paper"  # or "authors-code" (nearest, HU 0 padding)
-    train_precision: str = "fp32"  # or "bf16": autocast of the training step only
-    test_resize: str = "standard"  # or "pil-antialias" (the authors' PIL pipeline)
-    # Per-volume boundary metrics of the test pass (docs/protocol.md).
-    nsd_tolerance_mm: float = 2.0
-    boundary_mode: str = "surface-area"  # or "border-voxel"
+    Each field declares its label, one-sentence help and choices once (PROTOCOL_FIELDS);
+    the `segbench submit` / `train` options, the Launch page's inputs and protocol_line
+    are made from them."""
+
+    epochs: int = _field(
+        200,
+        "Epochs",
+        "Training epochs (paper text: 200; authors' code: 100).",
+        short="{} epochs",
+    )
+    image_size: int = _field(
+        512,
+        "Image size (px)",
+        "Slice size in pixels, a multiple of 32 (paper: 512).",
+        short="{} px",
+    )
+    batch_size: int = _field(
+        2,
+        "Batch size",
+        "Training batch size (paper: 2).",
+        short="batch {}",
+    )
+    lr: float = _field(
+        1e-3,
+        "Learning rate",
+        "Adam learning rate (paper: 1e-3).",
+        short="lr {:g}",
+    )
+    loss: str = _field(
+        "soft-dice",
+        "Loss",
+        "soft-dice (paper text, batch sums), soft-dice-per-image, smp-legacy-dice (authors' "
+        "2021 code) or authors-2020-dice (authors' 2020 code).",
+        LOSSES,
+        short="loss {}",
+    )
+    metric_mode: str = _field(
+        "standard",
+        "Metric mode",
+        "standard (0/0 counts as 1) or authors-2020 (the 2020 code's swapped rule, eps 1e-6).",
+        METRIC_MODES,
+        short="metrics {}",
+    )
+    seed: int = _field(
+        0,
+        "Seed",
+        "Seed of a run (per run: not part of the protocol hash).",
+        short="seed {}",
+    )
+    augment: bool = _field(
+        True,
+        "Augmentation",
+        "Augment the training slices every epoch.",
+        short="augment {}",
+    )
+    augment_mode: str = _field(
+        "paper",
+        "Augmentation mode",
+        "paper (bilinear, zero padding) or authors-code (nearest, water padding).",
+        AUGMENT_MODES,
+        short="augment mode {}",
+    )
+    train_precision: str = _field(
+        "fp32",
+        "Training precision",
+        "Precision of the training step: fp32 (paper) or bf16 autocast (changes the "
+        "numbers); validation and test always run in fp32.",
+        PRECISIONS,
+        short="{} training",
+        option_aliases=("--precision",),
+    )
+    test_resize: str = _field(
+        "standard",
+        "Test resize",
+        "standard (bilinear image, nearest mask) or pil-antialias (the authors' PIL code).",
+        TEST_RESIZES,
+        short="test resize {}",
+    )
+    nsd_tolerance_mm: float = _field(
+        2.0,
+        "NSD tolerance (mm)",
+        "Tolerance of the normalised surface Dice, in mm (default 2).",
+        short="NSD tolerance {:g} mm",
+    )
+    boundary_mode: str = _field(
+        "surface-area",
+        "Boundary mode",
+        "Surfaces of NSD and HD95: surface-area (marching cubes) or border-voxel.",
+        BOUNDARY_MODES,
+        short="boundary {}",
+    )
 
     def __post_init__(self) -> None:
         if self.loss in LOSS_ALIASES:  # a deprecated name of a stored sweep
@@ -120,6 +205,55 @@ class Protocol:
     def shared_dict(self) -> dict:
         """The fields of a sweep's protocol (all but the per-run seed)."""
         return {k: v for k, v in self.to_dict().items() if k not in PER_RUN_FIELDS}
+
+
+@dataclass(frozen=True)
+class ProtocolField:
+    """One protocol field as every surface shows it: the command-line option
+    (``--`` + the name with dashes), the Launch page's label, the help sentence."""
+
+    name: str
+    label: str
+    help: str
+    choices: tuple[str, ...] | None
+    type: type
+    default: Any
+    per_run: bool
+    short: str  # as protocol_line shows a value: "{} epochs"
+    option_aliases: tuple[str, ...] = ()
+
+    def show(self, value: Any) -> str:
+        """The value as protocol_line shows it ("200 epochs", "augment on")."""
+        if isinstance(value, bool):
+            value = "on" if value else "off"
+        return self.short.format(value)
+
+    @property
+    def option(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
+
+PROTOCOL_FIELDS: tuple[ProtocolField, ...] = tuple(
+    ProtocolField(
+        name=f.name,
+        label=f.metadata["label"],
+        help=f.metadata["help"],
+        choices=f.metadata["choices"],
+        type=_TYPES[f.type] if isinstance(f.type, str) else f.type,
+        default=f.default,
+        per_run=f.name in PER_RUN_FIELDS,
+        short=f.metadata["short"],
+        option_aliases=f.metadata.get("option_aliases", ()),
+    )
+    for f in fields(Protocol)
+)
+
+
+def protocol_field(name: str) -> ProtocolField:
+    """The declaration of one protocol field (KeyError for an unknown name)."""
+    return {f.name: f for f in PROTOCOL_FIELDS}[name]
 
 
 @dataclass

@@ -5,6 +5,7 @@ import sys
 import pytest
 import torch
 
+from db.errors import InvalidInput
 from db.grid import (
     ARCHITECTURES,
     ENCODERS,
@@ -95,3 +96,24 @@ def test_every_model_builds_with_one_channel(architecture, encoder):
         y = model(torch.randn(1, 1, 64, 64))
     assert y.shape == (1, 1, 64, 64)
     assert float(y.min()) >= 0 and float(y.max()) <= 1  # sigmoid output
+
+
+def test_experiments_are_data_that_the_data_pipeline_reads(synthetic_data):
+    """Each experiment's target and lung-masked input come from db.grid's table: the
+    assembled split's masks are the target's, and only lung-masked experiments have
+    zeros outside the lungs."""
+    import numpy as np
+
+    from db.grid import EXPERIMENT_SPECS, EXPERIMENTS, experiment
+    from worker.data.dataset import load_dataset
+
+    assert list(EXPERIMENT_SPECS) == list(EXPERIMENTS)
+    assert experiment("lesion-segmentation-b").needs == ("lesions", "lungs")
+    with pytest.raises(InvalidInput, match="Unknown experiment 'lungs'"):
+        experiment("lungs")
+    lungs = load_dataset(synthetic_data, "lung-segmentation", 64).test
+    for spec in EXPERIMENT_SPECS.values():
+        split = load_dataset(synthetic_data, spec.name, 64).test
+        outside = split.lungs == 0
+        assert np.all(split.images[outside] == 0) == spec.lung_masked_input, spec.name
+        assert np.array_equal(split.masks, lungs.masks) == (spec.target == "lungs"), spec.name

@@ -3,10 +3,12 @@ formats, and the mapping of errors a user can cause to one sentence and exit 1."
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import math
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -26,6 +28,7 @@ from db.grid import (
     experiment_names,
 )
 from db.presets import resolve
+from db.protocol import PROTOCOL_FIELDS
 from db.settings import get_settings
 
 
@@ -73,44 +76,69 @@ RunIdsArg = Annotated[list[int] | None, typer.Argument(help="Run ids.", show_def
 DirOpt = Annotated[Path, typer.Option("--dir", help="Dataset folder.")]
 
 # Protocol options: None = the preset's value (no preset: the paper's text).
+PROTOCOL_PANEL = "Protocol (stored with the sweep, part of each run's identity)"
 PresetOpt = Annotated[
     str | None,
     typer.Option(
         "--preset",
         help="paper (the paper's text, the default) or authors-2020 (the authors' 2020 "
         "code); options given beside it override it.",
+        rich_help_panel=PROTOCOL_PANEL,
     ),
-]
-EpochsOpt = Annotated[int | None, typer.Option(help="Epochs (paper: 200).")]
-ImageSizeOpt = Annotated[int | None, typer.Option(help="Slice size in pixels (paper: 512).")]
-BatchSizeOpt = Annotated[int | None, typer.Option(help="Batch size (paper: 2).")]
-LossOpt = Annotated[
-    str | None,
-    typer.Option(
-        help="soft-dice (paper), soft-dice-per-image, smp-legacy-dice (authors' 2021 code) "
-        "or authors-2020-dice."
-    ),
-]
-MetricModeOpt = Annotated[str | None, typer.Option(help="standard or authors-2020.")]
-AugmentModeOpt = Annotated[str | None, typer.Option(help="paper or authors-code.")]
-PrecisionOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--precision",
-        help="Training-step precision: fp32 (paper) or bf16 (faster on GPUs, changes "
-        "the numbers); validation and test always run in fp32.",
-    ),
-]
-TestResizeOpt = Annotated[
-    str | None,
-    typer.Option(help="standard or pil-antialias (test slices as the authors' PIL code)."),
 ]
 
 
-def protocol_from_options(preset: str | None, **options: Any):
+def protocol_parameters() -> list[inspect.Parameter]:
+    """One keyword option per shared protocol field, made from its declaration
+    (db.protocol.PROTOCOL_FIELDS): the option is ``--`` + the field's name with dashes,
+    its help the field's; None means "the preset's value"."""
+    out = []
+    for f in PROTOCOL_FIELDS:
+        if f.per_run:
+            continue
+        help_text = f.help
+        if f.type is bool:
+            option = typer.Option(
+                f"{f.option}/--no-{f.option[2:]}", help=help_text, rich_help_panel=PROTOCOL_PANEL
+            )
+        else:
+            option = typer.Option(
+                f.option, *f.option_aliases, help=help_text, rich_help_panel=PROTOCOL_PANEL
+            )
+        out.append(
+            inspect.Parameter(
+                f.name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=None,
+                annotation=Annotated[f.type | None, option],
+            )
+        )
+    return out
+
+
+def with_protocol_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Give a command one option per shared protocol field (see protocol_parameters);
+    the command receives the values given as ``protocol_options`` (name -> value, None
+    where not given), to pass to protocol_from_options."""
+    signature = inspect.signature(command, eval_str=True)
+    own = [p for p in signature.parameters.values() if p.name != "protocol_options"]
+    added = protocol_parameters()
+    names = [p.name for p in added]
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        options = {name: kwargs.pop(name, None) for name in names}
+        return command(*args, protocol_options=options, **kwargs)
+
+    del wrapper.__wrapped__  # typer must read the signature below, not the command's
+    wrapper.__signature__ = signature.replace(parameters=[*own, *added])
+    wrapper.__annotations__ = {p.name: p.annotation for p in [*own, *added]}
+    return wrapper
+
+
+def protocol_from_options(preset: str | None, options: dict[str, Any]):
     """The protocol of a preset with the options given put over it (None: not given)."""
-    renamed = {"train_precision": options.pop("precision", None), **options}
-    return resolve(preset, **renamed)
+    return resolve(preset, **options)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -206,16 +234,3 @@ def emit(fmt: str, document: Any, text: str) -> None:
         print_json(document)
     else:
         typer.echo(text)
-
-
-# Per-volume boundary metrics of the test pass (db.protocol: nsd_tolerance_mm,
-# boundary_mode); the protocol checks the values.
-NsdToleranceOpt = Annotated[
-    float | None, typer.Option("--nsd-tolerance-mm", help="NSD tolerance in mm (default 2).")
-]
-BoundaryModeOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--boundary-mode", help="NSD/HD95 surfaces: surface-area (default) or border-voxel."
-    ),
-]

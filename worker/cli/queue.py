@@ -17,37 +17,29 @@ from db.settings import get_settings, worker_host
 from worker.cli.app import app
 from worker.cli.options import (
     ArchitectureOpt,
-    AugmentModeOpt,
-    BatchSizeOpt,
-    BoundaryModeOpt,
     BrokerOpt,
     DbOpt,
     EncoderOpt,
-    EpochsOpt,
     ExperimentOpt,
     FamilyOpt,
     FormatOpt,
-    ImageSizeOpt,
     InitOpt,
-    LossOpt,
-    MetricModeOpt,
-    NsdToleranceOpt,
-    PrecisionOpt,
     PresetOpt,
     RunIdsArg,
-    TestResizeOpt,
     database_url,
     emit,
     fail,
     model_selection,
     protocol_from_options,
     user_errors,
+    with_protocol_options,
 )
 
 EverySweepOpt = Annotated[str | None, typer.Option("--sweep", help="Every run of this sweep.")]
 
 
 @app.command()
+@with_protocol_options
 def submit(
     experiment: ExperimentOpt = None,
     architecture: ArchitectureOpt = None,
@@ -55,20 +47,10 @@ def submit(
     family: FamilyOpt = None,
     init: InitOpt = None,
     preset: PresetOpt = None,
-    epochs: EpochsOpt = None,
-    image_size: ImageSizeOpt = None,
-    batch_size: BatchSizeOpt = None,
-    loss: LossOpt = None,
-    metric_mode: MetricModeOpt = None,
-    augment_mode: AugmentModeOpt = None,
-    precision: PrecisionOpt = None,
-    test_resize: TestResizeOpt = None,
     seed: Annotated[
         list[int] | None,
         typer.Option("--seed", help="Seed(s); repeat for several runs per grid cell (default 0)."),
     ] = None,
-    nsd_tolerance_mm: NsdToleranceOpt = None,
-    boundary_mode: BoundaryModeOpt = None,
     data: Annotated[
         Path | None, typer.Option("--data", help="Dataset folder (default: SEGBENCH_DATA_DIR).")
     ] = None,
@@ -94,6 +76,7 @@ def submit(
     db: DbOpt = None,
     broker: BrokerOpt = None,
     format: FormatOpt = "table",
+    protocol_options: dict | None = None,
 ) -> None:
     """Queue runs of the grid for the workers; submitting the same sweep again adds nothing.
 
@@ -104,19 +87,7 @@ def submit(
 
     specs = model_selection(model, experiment, architecture, encoder, family, init)
     with user_errors():
-        protocol = protocol_from_options(
-            preset,
-            epochs=epochs,
-            image_size=image_size,
-            batch_size=batch_size,
-            loss=loss,
-            metric_mode=metric_mode,
-            augment_mode=augment_mode,
-            precision=precision,
-            test_resize=test_resize,
-            nsd_tolerance_mm=nsd_tolerance_mm,
-            boundary_mode=boundary_mode,
-        )
+        protocol = protocol_from_options(preset, protocol_options or {})
         seeds = check_seeds(seed)
         db_url = database_url(db)
         service.connect_broker(db_url, broker)

@@ -14,25 +14,16 @@ from db.presets import protocol_line
 from worker.cli.app import app
 from worker.cli.options import (
     EXPERIMENT_HELP,
-    AugmentModeOpt,
-    BatchSizeOpt,
-    BoundaryModeOpt,
     DbOpt,
-    EpochsOpt,
     FormatOpt,
-    ImageSizeOpt,
-    LossOpt,
-    MetricModeOpt,
-    NsdToleranceOpt,
-    PrecisionOpt,
     PresetOpt,
-    TestResizeOpt,
     check_format,
     fail,
     one_experiment,
     print_json,
     protocol_from_options,
     user_errors,
+    with_protocol_options,
 )
 
 DeviceOpt = Annotated[
@@ -78,6 +69,7 @@ def one_run(
 
 
 @app.command()
+@with_protocol_options
 def train(
     data: Annotated[Path, typer.Option("--data", help="Dataset folder (medseg or nifti-folder).")],
     experiment: Annotated[
@@ -97,18 +89,8 @@ def train(
         ),
     ] = None,
     preset: PresetOpt = None,
-    epochs: EpochsOpt = None,
-    image_size: ImageSizeOpt = None,
-    batch_size: BatchSizeOpt = None,
     seed: Annotated[int, typer.Option(help="Seed of this run.")] = 0,
-    loss: LossOpt = None,
-    metric_mode: MetricModeOpt = None,
-    augment_mode: AugmentModeOpt = None,
-    precision: PrecisionOpt = None,
-    test_resize: TestResizeOpt = None,
     device: DeviceOpt = None,
-    nsd_tolerance_mm: NsdToleranceOpt = None,
-    boundary_mode: BoundaryModeOpt = None,
     artifacts: Annotated[
         Path | None, typer.Option(help="Output folder (default: <artifacts dir>/<run id>).")
     ] = None,
@@ -118,6 +100,7 @@ def train(
     ] = None,
     db: DbOpt = None,
     format: FormatOpt = "table",
+    protocol_options: dict | None = None,
 ) -> None:
     """Train and evaluate one run in this process, recorded in the database.
 
@@ -134,20 +117,7 @@ def train(
     check_format(format)
     with user_errors():
         run = one_run(experiment, architecture, encoder, init, model)
-        protocol = protocol_from_options(
-            preset,
-            epochs=epochs,
-            image_size=image_size,
-            batch_size=batch_size,
-            seed=seed,
-            loss=loss,
-            metric_mode=metric_mode,
-            augment_mode=augment_mode,
-            precision=precision,
-            test_resize=test_resize,
-            nsd_tolerance_mm=nsd_tolerance_mm,
-            boundary_mode=boundary_mode,
-        )
+        protocol = protocol_from_options(preset, {**(protocol_options or {}), "seed": seed})
         device, device_text = chosen_device(device)  # refuse before any row is written
         # Missing ImageNet weights are downloaded now (with a progress bar), or, when
         # downloads are forbidden, refused before any row is written.

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from db.errors import check_choice
-from db.grid import EXPERIMENTS
+from db.grid import EXPERIMENT_SPECS, EXPERIMENTS
 from db.protocol import TEST_RESIZES
 from worker.data.errors import DataError
 from worker.data.layout import SPLITS, Layout, fingerprint, manifest_hash, read_layout
@@ -74,17 +74,9 @@ def clear_cache() -> None:
     _CACHE.clear()
 
 
-def _needs(experiment: str) -> tuple[str, ...]:
-    if experiment == "lung-segmentation":
-        return ("lungs",)
-    if experiment == "lesion-segmentation-a":
-        return ("lesions",)
-    return ("lesions", "lungs")
-
-
 def check_targets(layout: Layout, experiment: str) -> None:
     """DataError unless every volume has the masks `experiment` needs."""
-    for role in _needs(experiment):
+    for role in EXPERIMENT_SPECS[experiment].needs:
         for e in layout.entries:
             if getattr(e, role) is None:
                 raise DataError(
@@ -157,10 +149,10 @@ def _assemble(layout: Layout, volumes: dict, split: str, experiment: str) -> Spl
     parts = [volumes["parts"][i] for i in _indices(layout, split)]
     images = np.concatenate([p["image"] for p in parts])
     lungs = np.concatenate([p["lungs"] for p in parts])
-    if experiment == "lesion-segmentation-b":
+    spec = EXPERIMENT_SPECS[experiment]
+    if spec.lung_masked_input:
         images *= lungs
-    target = "lungs" if experiment == "lung-segmentation" else "lesions"
-    masks = np.concatenate([p[target] for p in parts])
+    masks = np.concatenate([p[spec.target] for p in parts])
     return Split(
         images=images,
         masks=masks,

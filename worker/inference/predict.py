@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from db.errors import SegbenchError
+from db.grid import EXPERIMENT_SPECS
 from worker.data.preprocess import normalise_hu, resize_bilinear
 from worker.training.device import resolve_device
 from worker.training.models import load_model
@@ -227,7 +228,8 @@ def check_cascade(saved: SavedModel, lung_model: SavedModel | None) -> None:
             f"Model {saved.name} was trained on lung-masked input (lesion-segmentation-b); "
             "pass a lung-segmentation model with --lung-model."
         )
-    if lung_model is not None and lung_model.experiment != "lung-segmentation":
+    lung_experiments = [e.name for e in EXPERIMENT_SPECS.values() if e.target == "lungs"]
+    if lung_model is not None and lung_model.experiment not in lung_experiments:
         raise PredictError(
             f"--lung-model {lung_model.directory} is a {lung_model.experiment!r} model; "
             "expected a lung-segmentation model."

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from db.grid import EXPERIMENTS
+
 COMPARABLE_MODE = "authors-2020"
 
 # Dice (%) per architecture: lung-segmentation, lesion-segmentation-a, lesion-segmentation-b
@@ -22,7 +24,7 @@ BY_ARCHITECTURE = {
     "fpn": (92.9, 85.29, 86.52),
     "pspnet": (92.09, 84.61, 85.86),
 }
-EXPERIMENT_ORDER = ("lung-segmentation", "lesion-segmentation-a", "lesion-segmentation-b")
+EXPERIMENT_ORDER = EXPERIMENTS
 # mean ± std over all models of an experiment, and its best model
 BY_EXPERIMENT = {
     "lung-segmentation": {"mean": 93.18, "std": 1.3, "best": 95.58},

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from db.errors import check_choice
+from db.grid import EXPERIMENT_SPECS
 from db.protocol import AUGMENT_MODES
 from worker.data.preprocess import normalise_hu
 
@@ -94,6 +95,8 @@ def config_for(experiment: str, compat: str = "paper") -> AugmentConfig:
     check_choice("augmentation mode", compat, AUGMENT_MODES)
     if compat == "paper":
         return AugmentConfig()
-    # the authors pad with water (HU 0) before normalising; lesion B inputs are lung-masked
-    pad = 0.0 if experiment == "lesion-segmentation-b" else float(normalise_hu(0.0))
+    # the authors pad with water (HU 0) before normalising; lung-masked inputs (lesion B)
+    # are 0 outside the lungs, so they pad with 0
+    masked = EXPERIMENT_SPECS[experiment].lung_masked_input
+    pad = 0.0 if masked else float(normalise_hu(0.0))
     return AugmentConfig(image_mode="nearest", pad_value=pad)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from db.grid import EXPERIMENT_SPECS
 from db.protocol import RunOutcome, SliceCounts, TestResult
 from worker.data.dataset import Split
 from worker.data.layout import sha256_file
@@ -148,7 +149,7 @@ def finish_run(spec, model, dataset, state, parameters_m, recorder, device) -> R
                 "input": "CT slice in Hounsfield units, one channel, slices along the last axis",
                 "normalisation": {"mean": HU_MEAN, "std": HU_STD},
                 "image_size": p.image_size,
-                "lung_masked_input": spec.run.experiment == "lesion-segmentation-b",
+                "lung_masked_input": EXPERIMENT_SPECS[spec.run.experiment].lung_masked_input,
                 "threshold": 0.5,
             },
             "best_epoch": state["best_epoch"],
