@@ -1,9 +1,10 @@
 """What the harness costs per epoch: fit() through the database vs a bare PyTorch loop.
 
 Harness: a run submitted and claimed through db.jobs on a temporary SQLite
-database, trained by fit()'s own machinery (worker.training.trainer.RunTrainer, which fit()
-drives to the end) with a DbRecorder: a start row, every epoch an epoch row +
-lease heartbeat and a cancel check, the latest checkpoint written atomically
+database, trained by fit()'s own machinery (worker.training.trainer.RunTrainer, driven
+epoch by epoch through its named steps train_epoch, validate, end_epoch) with a
+DbRecorder: a start row, every epoch an epoch row + lease heartbeat and a cancel check,
+the latest checkpoint written atomically
 (every epoch: the CPU default) with the best-so-far weights beside it, the finish
 rows. Bare loop: the same model, data tensors, device, speed switches,
 augmentation (worker.training.augment), loss, Adam, and the validation loss each epoch with
@@ -43,7 +44,7 @@ from worker import data  # noqa: E402
 from worker.queue.lease import DbRecorder  # noqa: E402
 from worker.training import augment, losses, models  # noqa: E402
 from worker.training.checkpoints import CHECKPOINT_LATEST  # noqa: E402
-from worker.training.device import device_name, to_tensor  # noqa: E402
+from worker.training.device import DevicePolicy, device_name, to_tensor  # noqa: E402
 from worker.training.trainer import RunTrainer, TrainSpec  # noqa: E402
 
 SPENT = {"checkpoint": 0.0, "database": 0.0}
@@ -93,12 +94,11 @@ def harness(
         run=run, protocol=protocol, data_dir=data_dir, device=device, artifacts_dir=artifacts
     )
     trainer = TimedTrainer(spec, TimedDbRecorder(url, run_id))
-    steps = trainer.steps()
-    units = math.ceil(len(trainer.x_train) / protocol.batch_size) + 2
     info["setup"] = time.perf_counter() - called
-    for _ in range(protocol.epochs):
-        for _ in range(units):
-            next(steps)
+    for epoch in range(1, protocol.epochs + 1):
+        train_loss, train_s = trainer.train_epoch()
+        val_loss, val_s = trainer.validate()
+        trainer.end_epoch(epoch, train_loss, val_loss, train_s, val_s)
         yield
     # The resume checkpoint of the last epoch, measured before finish() removes it
     # (a finished run keeps only its best model).
@@ -113,21 +113,18 @@ def bare(run: RunSpec, protocol: Protocol, data_dir: Path, device: str, info: di
     """The plain loop, one epoch per next(), with fit()'s speed switches for the device."""
     p, bs = protocol, protocol.batch_size
     called = time.perf_counter()
-    dev = torch.device(device)
-    perf = TrainSpec(run=run).performance(dev)
+    policy = DevicePolicy(device, protocol)
+    policy.configure()
+    dev = policy.device
     dataset = data.load_dataset(data_dir, run.experiment, p.image_size)
     torch.manual_seed(p.seed)
-    model = models.build_model(run).to(dev)
-    if perf.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    fused = {"fused": True} if perf.fused_adam else {}
-    optimizer = torch.optim.Adam(model.parameters(), lr=p.lr, **fused)
+    model = policy.place_model(models.build_model(run))
+    optimizer = policy.optimizer(model, p.lr)
     loss_fn = losses.get_loss(p.loss)
     cfg = augment.config_for(run.experiment, p.augment_mode)
     gen = torch.Generator().manual_seed(p.seed)
     x, y = to_tensor(dataset.train, dev)
     xv, yv = to_tensor(dataset.validation, dev)
-    amp = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=perf.amp)
     best, best_model = math.inf, None
     info["setup"] = time.perf_counter() - called
     for _ in range(p.epochs):
@@ -140,12 +137,12 @@ def bare(run: RunSpec, protocol: Protocol, data_dir: Path, device: str, info: di
             idx = order[s : s + bs]
             xb, yb = augment.apply_affine(x[idx], y[idx], theta[s : s + bs], cfg)
             optimizer.zero_grad()
-            with amp:
+            with policy.autocast():
                 pred = model(xb)
             loss_fn(pred, yb).backward()
             optimizer.step()
         model.eval()
-        with torch.inference_mode(), amp:
+        with torch.inference_mode():
             val = torch.stack(
                 [loss_fn(model(xv[s : s + bs]), yv[s : s + bs]) for s in range(0, len(xv), bs)]
             ).mean()

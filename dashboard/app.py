@@ -23,6 +23,7 @@ st.set_page_config(page_title="segbench", page_icon=":material/biotech:", layout
 PAGES = [
     st.Page("views/live.py", title="Live", icon=":material/monitor_heart:", default=True),
     st.Page("views/launch.py", title="Launch", icon=":material/rocket_launch:"),
+    st.Page("views/run.py", title="Run", icon=":material/description:", url_path="run"),
     st.Page("views/leaderboard.py", title="Leaderboard", icon=":material/leaderboard:"),
     st.Page("views/analysis.py", title="Analysis", icon=":material/insights:"),
     st.Page("views/statistics.py", title="Statistics", icon=":material/query_stats:"),

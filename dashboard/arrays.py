@@ -8,8 +8,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-CORRECT_RGB = np.array([0, 200, 70], dtype=np.float32)  # green
-WRONG_RGB = np.array([230, 30, 30], dtype=np.float32)  # red
+# The overlay's colours: (right pixels inside the target, wrong pixels). Green / red
+# is the paper's Figure 3; blue / orange (Okabe and Ito) reads with any colour vision.
+PALETTES: dict[str, tuple[tuple[int, int, int], tuple[int, int, int]]] = {
+    "green / red (as in the paper)": ((0, 200, 70), (230, 30, 30)),
+    "blue / orange (colour-blind safe)": ((0, 114, 178), (230, 159, 0)),
+}
+DEFAULT_PALETTE = next(iter(PALETTES))
 OVERLAY_ALPHA = 0.55
 DISPLAY_RANGE = (-1.7, 1.3)  # lung window W1500 L-600: HU -1350..150, normalised
 FILTER_LIMIT = 0.4  # the paper's colour range for first-layer filters (Fig. 8)
@@ -27,23 +32,29 @@ def _blend(rgb: np.ndarray, where: np.ndarray, colour: np.ndarray) -> None:
     rgb[where] = (1 - OVERLAY_ALPHA) * rgb[where] + OVERLAY_ALPHA * colour
 
 
-def overlay(image: np.ndarray, truth: np.ndarray | None, predicted: np.ndarray | None = None):
-    """The CT slice with masks over it, as RGB uint8.
+def overlay(
+    image: np.ndarray,
+    truth: np.ndarray | None,
+    predicted: np.ndarray | None = None,
+    palette: str = DEFAULT_PALETTE,
+):
+    """The CT slice with masks over it, as RGB uint8, in one of PALETTES.
 
-    Without a prediction the ground truth is drawn in green. With one, pixels the
-    model got right inside the target are green and every wrong pixel (false
-    positive or false negative) is red, as in the paper's Figure 3. Without the
-    ground truth the prediction alone is drawn in green.
+    Without a prediction the ground truth is drawn in the first colour (green). With
+    one, pixels the model got right inside the target take the first colour and every
+    wrong pixel (false positive or false negative) the second (red), as in the paper's
+    Figure 3. Without the ground truth the prediction alone takes the first colour.
     """
+    right, wrong = (np.array(c, dtype=np.float32) for c in PALETTES[palette])
     rgb = grey(image).astype(np.float32)
     if predicted is None and truth is not None:
-        _blend(rgb, truth.astype(bool), CORRECT_RGB)
+        _blend(rgb, truth.astype(bool), right)
     elif predicted is not None and truth is None:
-        _blend(rgb, predicted.astype(bool), CORRECT_RGB)
+        _blend(rgb, predicted.astype(bool), right)
     elif predicted is not None and truth is not None:
         pred, true = predicted.astype(bool), truth.astype(bool)
-        _blend(rgb, pred & true, CORRECT_RGB)
-        _blend(rgb, pred ^ true, WRONG_RGB)
+        _blend(rgb, pred & true, right)
+        _blend(rgb, pred ^ true, wrong)
     return np.clip(rgb, 0, 255).astype(np.uint8)
 
 

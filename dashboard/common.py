@@ -10,7 +10,9 @@ import pandas as pd
 import streamlit as st
 from sqlalchemy import exc as sa_exc
 
+from dashboard import arrays
 from db.errors import SegbenchError
+from worker.results.formats import MISSING
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -54,6 +56,65 @@ def attempt(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
         log.warning("dashboard action failed: %s", error)
         st.error(one_sentence(error), icon=":material/error:")
         return None
+
+
+def capture(fn: Callable[..., T], *args: Any, **kwargs: Any) -> tuple[T | None, str | None]:
+    """For actions run in a widget's callback (before the page draws, so that what it
+    changed shows at once): (result, None), or (None, the error's one sentence)."""
+    try:
+        return fn(*args, **kwargs), None
+    except (sa_exc.SQLAlchemyError, *USER_ERRORS) as error:
+        log.warning("dashboard action failed: %s", error)
+        return None, one_sentence(error)
+
+
+NOTICE_KINDS = {"success": ":material/check_circle:", "error": ":material/error:"}
+
+
+def notice(key: str) -> None:
+    """Show (once) the message a callback left under session key `key`."""
+    kind, text = st.session_state.pop(key, (None, None))
+    if kind is not None:
+        getattr(st, kind)(text, icon=NOTICE_KINDS.get(kind))
+
+
+def run_link(run_id: int) -> str:
+    """The Run page's address for one run (a deep link: ?run=17), relative to the page
+    that shows it, so it holds under a server's base path too."""
+    return f"run?run={int(run_id)}"
+
+
+RUN_LINK_TEXT = r"run=(\d+)"  # what a LinkColumn of run_link() values shows: the id
+
+
+PALETTE_KEY = "overlay_palette"  # one choice for the Gallery and the Run page
+
+
+def palette_choice() -> str:
+    """The overlay colours: the paper's green / red, or a colour-blind-safe pair."""
+    names = list(arrays.PALETTES)
+    if st.session_state.get(PALETTE_KEY) not in names:
+        st.session_state[PALETTE_KEY] = arrays.DEFAULT_PALETTE
+    return st.radio("Overlay colours", names, horizontal=True, key=PALETTE_KEY)
+
+
+def _swatch(rgb: tuple[int, int, int]) -> str:
+    r, g, b = rgb
+    return (
+        f'<span style="display:inline-block;width:0.9em;height:0.9em;border-radius:2px;'
+        f'vertical-align:-0.1em;background:rgb({r},{g},{b})"></span>'
+    )
+
+
+def overlay_legend(palette: str) -> None:
+    """What the overlay's two colours mean, with a swatch of each."""
+    right, wrong = arrays.PALETTES[palette]
+    st.markdown(
+        f"{_swatch(right)} right: predicted and in the target (on the ground-truth tile: "
+        f"the target) &nbsp;&nbsp; {_swatch(wrong)} wrong: false positives and false "
+        "negatives &nbsp;&nbsp; grey: the CT slice (lung window)",
+        unsafe_allow_html=True,
+    )
 
 
 def synthetic_badge(synthetic: Any) -> None:
@@ -111,3 +172,8 @@ def sweep_choice(
         key=key,
         format_func=lambda s: "All sweeps" if s is None else s,
     )
+
+
+def table(data: Any, **kwargs: Any) -> Any:
+    """st.dataframe that shows an en dash for a missing value, never "None"."""
+    return st.dataframe(data, placeholder=MISSING, **kwargs)

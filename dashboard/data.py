@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -21,12 +22,14 @@ import streamlit as st
 from dashboard.arrays import intensity_histogram
 from db import queries
 from db.grid import RunSpec
+from db.metrics import BOOTSTRAP_RESAMPLES, INTERVAL_METHOD
 from db.protocol import Protocol
 from db.session import redact, session_scope
 from db.settings import get_settings
 from worker.data.dataset import dataset_info as read_dataset_info
 from worker.data.dataset import load_dataset
 from worker.data.errors import DataError
+from worker.data.layout import read_layout
 from worker.queue import doctor, service
 from worker.results.frames import results_frame
 from worker.results.ranking import rank_frequencies
@@ -189,6 +192,13 @@ def sweep_eta(url: str, sweep: str | None = None) -> dict[str, Any]:
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
+def measured_epoch_seconds(url: str) -> list[dict[str, Any]]:
+    """Measured seconds per epoch by grid cell, image size, batch size and device."""
+    with session_scope(url) as session:
+        return queries.measured_epoch_seconds(session)
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
 def weights_for(specs: tuple[RunSpec, ...]) -> dict[str, Any]:
     """Which ImageNet encoders of `specs` are in the workers' weights cache; `refused`
     holds the sentence submitting would answer when downloads are forbidden."""
@@ -204,14 +214,19 @@ REPORT_TTL_S = 60  # a sweep's statistics: bootstrap resamples cost seconds, not
 
 @st.cache_data(ttl=REPORT_TTL_S, show_spinner="Bootstrapping the test set…", max_entries=8)
 def report(
-    url: str, sweep: str, metric_mode: str | None = None, top: int = 10, resamples: int = 1000
+    url: str,
+    sweep: str,
+    metric_mode: str | None = None,
+    top: int = 10,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    interval: str = INTERVAL_METHOD,
 ) -> dict[str, Any]:
     """`segbench report` of one sweep, plus "rank_shares": how often each run took
     each rank over the resamples (rows run id, rank, share) for the blob plot."""
     with session_scope(url) as session:
         out = build_report(
             session, sweep, metric_mode=metric_mode, top=top, n_resamples=resamples,
-            with_replicates=True,
+            with_replicates=True, interval=interval,
         )  # fmt: skip
     replicates = out.pop("rank_replicates")
     ids = list(replicates)
@@ -252,7 +267,22 @@ def disk_needed(cells: tuple[tuple[str, str], ...], concurrent: int) -> dict[str
 
 @st.cache_data(ttl=DATASET_TTL_S, show_spinner=False)
 def dataset_info(data_dir: str) -> dict[str, Any]:
-    return read_dataset_info(data_dir)
+    """{"name", "kind", "synthetic", "manifest_hash", "image_size"}: image_size is the
+    in-plane size of its training slices (None when it cannot be read)."""
+    return {**read_dataset_info(data_dir), "image_size": slice_size(data_dir)}
+
+
+def slice_size(data_dir: str) -> int | None:
+    """The in-plane size of a dataset's training slices, from the header of its first
+    training volume (no voxel is read)."""
+    layout = read_layout(data_dir)
+    train = [e for e in layout.entries if e.split == "train"] or layout.entries
+    if not train:
+        return None
+    try:
+        return int(nib.load(layout.root / train[0].image).shape[0])
+    except (OSError, ValueError, IndexError, nib.filebasedimages.ImageFileError):
+        return None
 
 
 @st.cache_data(ttl=DATASET_TTL_S, show_spinner="Reading the test slice…", max_entries=8)

@@ -28,7 +28,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # The Alembic revision these models correspond to (tests check it is the head), so
 # that checking a database's schema needs no Alembic import.
-SCHEMA_REVISION = "0002"
+SCHEMA_REVISION = "0005"
 
 RUN_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINISHED_STATUSES = ("succeeded", "failed", "cancelled")
@@ -131,6 +131,8 @@ class Run(Base):
     library_versions: Mapped[dict[str, Any] | None]
     git_commit: Mapped[str | None] = mapped_column(String(64))
     device: Mapped[str | None] = mapped_column(String(128))
+    # db.protocol.environment_key of the run's environment: runs pool only within one
+    environment_key: Mapped[str | None] = mapped_column(String(16))
     dataset_name: Mapped[str] = mapped_column(String(200))
     manifest_hash: Mapped[str | None] = mapped_column(String(64))
     synthetic: Mapped[bool] = mapped_column(Boolean)
@@ -147,6 +149,9 @@ class Run(Base):
     error: Mapped[str | None] = mapped_column(Text)
     # What happened to the run that a user should know (how it resumed, what it ignored).
     note: Mapped[str | None] = mapped_column(Text)
+    # Of a failed run: the exception's traceback and the last lines logged while it ran.
+    traceback: Mapped[str | None] = mapped_column(Text)
+    log_tail: Mapped[str | None] = mapped_column(Text)
 
     epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     epochs: Mapped[int] = mapped_column(Integer)
@@ -210,6 +215,11 @@ class TestSummary(Base):
     seconds: Mapped[float] = mapped_column(Float)
     nsd: Mapped[float | None] = mapped_column(Float)  # mean over test volumes, percent
     hd95: Mapped[float | None] = mapped_column(Float)  # mean over test volumes, mm
+    test_volumes: Mapped[int | None] = mapped_column(Integer)  # volumes scored
+    nsd_volumes: Mapped[int | None] = mapped_column(Integer)  # volumes the NSD mean covers
+    hd95_volumes: Mapped[int | None] = mapped_column(Integer)  # volumes the HD95 mean covers
+    # metrics of db.metrics without a column of their own: {name: value}
+    extra: Mapped[dict | None] = mapped_column(JSON)
 
 
 class VolumeResult(Base):

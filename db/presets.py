@@ -25,6 +25,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "augment_mode": "paper",
         "train_precision": "fp32",
         "test_resize": "standard",
+        "deterministic": False,
+        "seed_streams": "per-purpose",
     },
     # Everything as the authors' 2020 code (the one that trained the paper's models).
     "authors-2020": {
@@ -38,6 +40,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "augment_mode": "authors-code",
         "train_precision": "fp32",
         "test_resize": "pil-antialias",
+        "deterministic": False,
+        "seed_streams": "per-purpose",
     },
 }
 PRESET_NAMES = tuple(PRESETS)

@@ -21,8 +21,16 @@ METRIC_MODES = ("standard", "authors-2020")
 # 1); the authors' 2020 code added 1e-6 to every denominator.
 METRIC_EPS = {"standard": 0.0, "authors-2020": 1e-6}
 AUGMENT_MODES = ("paper", "authors-code")
-PRECISIONS = ("fp32", "bf16")  # of the training step; validation and test are always fp32
+# Of the training step; validation and test always run in IEEE fp32. fp32 is IEEE fp32
+# (TF32 off, as on the paper's Turing GPU), tf32 lets a GPU's tensor cores round the
+# inputs of convolutions and matmuls to TF32, bf16 autocasts the forward pass.
+PRECISIONS = ("fp32", "tf32", "bf16")
+# How a run's seed becomes its random streams (Protocol.stream_seed).
+SEED_STREAMS = ("per-purpose", "shared")
 TEST_RESIZES = ("standard", "pil-antialias")
+STREAM_PURPOSES = ("init", "shuffle", "augment")
+# A stored protocol without a field ran as this (Protocol.from_dict).
+LEGACY_VALUES = {"seed_streams": "shared"}
 # Not part of Protocol.hash(): runs that differ only in these share a protocol.
 PER_RUN_FIELDS = ("seed",)
 # Surface of the boundary metrics (NSD, HD95): area-weighted marching-cubes surfels
@@ -116,8 +124,9 @@ class Protocol:
     train_precision: str = _field(
         "fp32",
         "Training precision",
-        "Precision of the training step: fp32 (paper) or bf16 autocast (changes the "
-        "numbers); validation and test always run in fp32.",
+        "Precision of the training step: fp32 (IEEE, as the paper), tf32 (TF32 "
+        "convolutions and matmuls on GPUs) or bf16 (autocast); tf32 and bf16 change the "
+        "numbers. Validation and test always run in IEEE fp32.",
         PRECISIONS,
         short="{} training",
         option_aliases=("--precision",),
@@ -128,6 +137,21 @@ class Protocol:
         "standard (bilinear image, nearest mask) or pil-antialias (the authors' PIL code).",
         TEST_RESIZES,
         short="test resize {}",
+    )
+    deterministic: bool = _field(
+        False,
+        "Deterministic",
+        "Ask torch for deterministic algorithms (cuDNN benchmark off); ops without one are "
+        "named on the run (docs/protocol.md).",
+        short="deterministic {}",
+    )
+    seed_streams: str = _field(
+        "per-purpose",
+        "Seed streams",
+        "per-purpose (initialisation, shuffle and augmentation each from their own hash "
+        "of the seed) or shared (seed, seed, seed + 1, as segbench before 0.2).",
+        SEED_STREAMS,
+        short="seed streams {}",
     )
     nsd_tolerance_mm: float = _field(
         2.0,
@@ -158,6 +182,9 @@ class Protocol:
                 f"seed must be a whole number from 0 to {2**31 - 1}, got {self.seed}."
             )
         check_choice("boundary mode", self.boundary_mode, BOUNDARY_MODES, ProtocolError)
+        check_choice("seed streams", self.seed_streams, SEED_STREAMS, ProtocolError)
+        if not isinstance(self.deterministic, bool):
+            raise ProtocolError(f"deterministic must be true or false, got {self.deterministic!r}.")
         tol = self.nsd_tolerance_mm
         if (
             isinstance(tol, bool)
@@ -185,8 +212,24 @@ class Protocol:
 
     @classmethod
     def from_dict(cls, d: dict) -> Protocol:
+        """A stored protocol: a field it lacks takes the value that protocol had
+        before the field existed (LEGACY_VALUES), else the field's default."""
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        stored = {**LEGACY_VALUES, **d}
+        return cls(**{k: v for k, v in stored.items() if k in names})
+
+    def stream_seed(self, purpose: str) -> int:
+        """The seed of one of a run's random streams: ``init`` (the global generators:
+        initialisation, dropout), ``shuffle`` or ``augment``.
+
+        per-purpose: the first 8 bytes of SHA-256("segbench-stream:<seed>:<purpose>"), so
+        no stream of seed s is a stream of another seed; shared: seed, seed, seed + 1
+        (then seed s's augmentation stream was seed s + 1's shuffle stream)."""
+        check_choice("random stream", purpose, STREAM_PURPOSES, ProtocolError)
+        if self.seed_streams == "shared":
+            return self.seed + 1 if purpose == "augment" else self.seed
+        digest = hashlib.sha256(f"segbench-stream:{self.seed}:{purpose}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") >> 1  # below 2**63
 
     @property
     def metric_eps(self) -> float:
@@ -256,6 +299,13 @@ def protocol_field(name: str) -> ProtocolField:
     return {f.name: f for f in PROTOCOL_FIELDS}[name]
 
 
+def environment_key(environment: dict) -> str:
+    """A short hash of a run's environment (worker.training.device.DevicePolicy): runs
+    are pooled only with runs of an equal key."""
+    blob = json.dumps(environment, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
 @dataclass
 class EpochRecord:
     epoch: int  # 1-based
@@ -285,7 +335,8 @@ class VolumeMetrics:
     slices: int  # test slices of the volume
     dice: float  # 3-D Dice, percent (100 when both masks are empty)
     nsd: float | None  # percent, at the protocol's tolerance; None: not computed
-    hd95: float | None  # mm; None: undefined (exactly one mask empty) or not computed
+    # mm; the volume's diagonal when exactly one mask is empty; None: not computed
+    hd95: float | None
 
 
 @dataclass
@@ -300,7 +351,11 @@ class TestResult:
     seconds: float = 0.0
     volumes: list[VolumeMetrics] = field(default_factory=list)
     nsd: float | None = None  # mean over volumes, percent
-    hd95: float | None = None  # mean over the volumes where it is defined, mm
+    hd95: float | None = None  # mean over volumes, mm
+    nsd_volumes: int | None = None  # test volumes the NSD mean covers
+    hd95_volumes: int | None = None  # test volumes the HD95 mean covers
+    # metrics of db.metrics without a field here (a metric added later), percent
+    extra: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -320,3 +375,5 @@ class RunOutcome:
     first_layer_before: bytes | None = None  # float32 raw, shape first_layer_shape
     first_layer_after: bytes | None = None
     first_layer_shape: tuple[int, ...] = ()
+    # the environment the run really trained in (worker.training.device), when known
+    environment: dict | None = None

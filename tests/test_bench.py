@@ -34,7 +34,6 @@ def _postgres() -> bool:
 SCRIPTS = {
     "harness_overhead": ["--quick"],
     "augmentation": ["--quick"],
-    "stacked_training": ["--quick"],
     "project_full_benchmark": ["--quick"],
     "queue_costs": ["--quick"],
     "faults": ["--quick"],
@@ -42,7 +41,6 @@ SCRIPTS = {
 }
 SLOW = {
     "harness_overhead",
-    "stacked_training",
     "project_full_benchmark",
     "faults",
     "evaluation_cost",
@@ -105,14 +103,6 @@ def check_augmentation(lines: list[str]) -> None:
     assert "512x512 px" in lines[0]
     assert sum("images/s" in line for line in lines) == 1
     assert any(line.startswith("authors' PIL, per sample") for line in lines)
-    _table(lines)
-
-
-def check_stacked_training(lines: list[str]) -> None:
-    assert re.fullmatch(rf"ratio: {NUMBER}", lines[-1]), lines[-1]
-    assert any(line.startswith("lockstep (fit_many)") for line in lines)
-    assert any(line.startswith("  vmap over stacked weights") for line in lines)
-    assert lines[-2].endswith(": True"), lines[-2]  # lockstep runs equal runs alone
     _table(lines)
 
 

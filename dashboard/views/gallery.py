@@ -1,6 +1,7 @@
 """Gallery: predicted masks of chosen models on a stored test slice over the CT slice,
-correct pixels green and wrong pixels red, next to the ground truth (the paper's
-Figure 3); first-layer filters before and after training (Figure 8)."""
+correct pixels green and wrong pixels red (or blue and orange, safe for colour-blind
+readers), with a legend, next to the ground truth (the paper's Figure 3); first-layer
+filters before and after training (Figure 8)."""
 
 from __future__ import annotations
 
@@ -31,9 +32,10 @@ test_resize = str((row["protocol"] or {}).get("test_resize", "standard"))
 
 
 def best_and_worst(runs: pd.DataFrame) -> list[int]:
-    """Run ids of the best and the worst encoder of each architecture (by Dice)."""
+    """Run ids of the best and the worst encoder of each architecture (by Dice): the
+    paper's four first, then any other (smp models beyond the paper, users' models)."""
     chosen: list[int] = []
-    for architecture in ARCHITECTURES:
+    for architecture in dict.fromkeys([*ARCHITECTURES, *runs["architecture"]]):
         part = runs[runs["architecture"] == architecture]
         if part.empty:
             continue
@@ -77,13 +79,14 @@ def masks_section() -> None:
     else:
         image, truth = loaded
     masks = common.load(data.gallery_masks, url, tuple(chosen), index)
-    st.caption(
-        "Green: pixels the model got right inside the target; red: wrong pixels (false "
-        "positives and false negatives). Mean test Dice in brackets."
-    )
+    palette = common.palette_choice()
+    common.overlay_legend(palette)
+    st.caption("Mean test Dice in brackets; this slice's Dice after the dot.")
     tiles: list[tuple[np.ndarray, str]] = []
     if image is not None:
-        tiles.append((arrays.overlay(image, truth), f"ground truth, test slice #{index}"))
+        tiles.append(
+            (arrays.overlay(image, truth, palette=palette), f"ground truth, test slice #{index}")
+        )
     for run_id in chosen:
         mask = masks.get(run_id)
         if mask is None:
@@ -92,7 +95,7 @@ def masks_section() -> None:
             tiles.append((arrays.mask_image(mask), labels[run_id]))
         else:
             caption = f"{labels[run_id]} · this slice {slice_dice(mask, truth):.1f}"
-            tiles.append((arrays.overlay(image, truth, mask), caption))
+            tiles.append((arrays.overlay(image, truth, mask, palette=palette), caption))
     for start in range(0, len(tiles), PER_ROW):
         columns = st.columns(PER_ROW)
         for column, (rgb, caption) in zip(columns, tiles[start : start + PER_ROW], strict=False):

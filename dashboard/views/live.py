@@ -1,14 +1,15 @@
-"""Live: counts by status and the time left, the running runs with progress and their
-loss curves, the live workers, failed runs with their reasons. The body refreshes
-itself every few seconds (st.fragment)."""
+"""Live: counts by status, the runs done and the one time left, the running runs with
+progress and their loss curves (finished runs' too), the live workers, failed runs
+with their reasons and links to their pages. The body refreshes itself every few
+seconds (st.fragment)."""
 
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
-from dashboard import arrays, common, data
-from db.models import FINISHED_STATUSES, RUN_STATUSES
+from dashboard import arrays, common, data, run_data
+from db.models import RUN_STATUSES
 from db.settings import get_settings
 from worker.results import charts
 
@@ -16,6 +17,9 @@ REFRESH_S = 5
 MAX_DEFAULT_CURVES = 6
 CURVES_KEY = "live_curve_runs"
 TOUCHED_KEY = "live_curves_touched"
+RECENT_RUNS = 200  # runs of the sweep offered for loss curves, most recent first
+MAX_FAILURE_LINKS = 5
+RUN_COLUMN = st.column_config.LinkColumn("run", display_text=common.RUN_LINK_TEXT)
 
 st.title("Live")
 url = data.database_url()
@@ -32,15 +36,21 @@ def wait_for_runs() -> None:
     workers_table(common.load(data.live_workers, url))
 
 
-def status_counts(counts: dict[str, int]) -> None:
+def progress_section(progress: dict) -> None:
+    """Counts by status, how many runs are done and the one time left (sweep_eta)."""
+    counts = progress["counts"]
     columns = st.columns(len(RUN_STATUSES) + 1)
     columns[0].metric("total", sum(counts.values()))
     for column, status in zip(columns[1:], RUN_STATUSES, strict=True):
         column.metric(status, counts.get(status, 0))
-    total = sum(counts.values())
-    done = sum(counts.get(s, 0) for s in FINISHED_STATUSES)
+    done, total = progress["done"], progress["total"]
     if total:
-        st.progress(done / total, text=f"{done} of {total} runs finished")
+        cancelled = progress["cancelled"]
+        text = f"{done} of {total} runs done (succeeded or failed)"
+        if cancelled:
+            text += f"; {cancelled} cancelled run(s) not counted"
+        st.progress(done / total, text=text)
+    eta_caption(progress)
 
 
 LATE_HEARTBEAT_FACTOR = 2  # heartbeats missed before the Live page says so
@@ -70,14 +80,15 @@ def heartbeat_s() -> float:
 def running_table(running: pd.DataFrame) -> None:
     table = pd.DataFrame(
         {
-            "run": [common.run_label(r) for _, r in running.iterrows()],
+            "run": [common.run_link(i) for i in running["id"]],
+            "model": [common.run_label(r).split(" ", 1)[1] for _, r in running.iterrows()],
             "sweep": running["sweep"],
             "progress": running["epoch"] / running["epochs"].clip(lower=1),
             "epoch": [
                 f"{e} / {n}" for e, n in zip(running["epoch"], running["epochs"], strict=True)
             ],
+            "s / epoch": running["seconds_per_epoch"].astype(float),  # None: not measured yet
             "worker": running["worker"],
-            "time left": [common.duration(s) for s in running["eta_seconds"]],
             "attempt": running["attempts"],
             "note": [
                 run_note(expired, cancel, age, note)
@@ -96,9 +107,11 @@ def running_table(running: pd.DataFrame) -> None:
         hide_index=True,
         width="stretch",
         column_config={
+            "run": RUN_COLUMN,
             "progress": st.column_config.ProgressColumn(
                 "progress", format="percent", min_value=0.0, max_value=1.0
             ),
+            "s / epoch": st.column_config.NumberColumn(format="%.1f"),
         },
     )
 
@@ -140,6 +153,7 @@ def _ages(times: pd.Series) -> list[float | None]:
 
 
 def eta_caption(eta: dict) -> None:
+    """The one time left of the page: the sweep's (or every sweep's)."""
     if not eta["remaining_epochs"]:
         return
     if eta["eta_seconds"] is None:
@@ -150,10 +164,13 @@ def eta_caption(eta: dict) -> None:
         )
         st.caption(f"{eta['remaining_epochs']:,} epochs left; time left unknown: {why}.")
         return
+    per_epoch = eta["seconds_per_epoch"]
     st.caption(
-        f"About **{common.duration(eta['eta_seconds'])}** left: {eta['remaining_epochs']:,} "
-        f"epochs at {eta['seconds_per_epoch']:.1f} s each on {eta['workers']} live worker(s) "
-        f"({eta['slots']} run(s) at once)."
+        f"Time left (estimate): about **{common.duration(eta['eta_seconds'])}**: "
+        f"{eta['remaining_epochs']:,} epochs of the queued and running runs at "
+        f"{per_epoch:.{2 if per_epoch < 10 else 1}f} s each (the mean of the measured epochs of "
+        f"{'this sweep' if sweep else 'every sweep'}) on {eta['workers']} live worker(s), "
+        f"{eta['slots']} run(s) at once."
     )
 
 
@@ -167,15 +184,21 @@ common.synthetic_badge(shown["synthetic"])
 
 
 def curve_choice(running: pd.DataFrame) -> list[int]:
-    """Which runs to plot; the selection survives refreshes and finished runs."""
-    labels = {int(r["id"]): common.run_label(r) for _, r in running.iterrows()}
+    """Which runs to plot: the running ones until the user picks, any run of the sweep
+    that recorded an epoch (finished ones too); the choice survives refreshes."""
+    recent = common.load(run_data.run_list, url, sweep, (), RECENT_RUNS)
+    recent = recent[recent["epoch"] > 0] if not recent.empty else recent
+    labels = {int(r["id"]): f"{common.run_label(r)} ({r['status']})" for _, r in recent.iterrows()}
+    labels.update({int(r["id"]): common.run_label(r) for _, r in running.iterrows()})
     chosen = [i for i in st.session_state.get(CURVES_KEY, []) if isinstance(i, int)]
     labels.update({i: st.session_state.get("live_labels", {}).get(i, f"#{i}") for i in chosen})
     st.session_state["live_labels"] = labels
     options = list(dict.fromkeys([*labels, *chosen]))
     if not st.session_state.get(TOUCHED_KEY):
-        # Until the user picks runs, follow the runs that are training now.
-        st.session_state[CURVES_KEY] = [int(i) for i in running["id"]][:MAX_DEFAULT_CURVES]
+        # Until the user picks runs, follow the runs that are training now (or, when
+        # none is, the ones that trained last).
+        follow = running["id"] if not running.empty else recent["id"]
+        st.session_state[CURVES_KEY] = [int(i) for i in follow][:MAX_DEFAULT_CURVES]
 
     def touched() -> None:
         st.session_state[TOUCHED_KEY] = True
@@ -185,7 +208,7 @@ def curve_choice(running: pd.DataFrame) -> list[int]:
         options,
         key=CURVES_KEY,
         format_func=lambda i: labels.get(i, f"#{i}"),
-        placeholder="Choose runs",
+        placeholder="Choose runs (running or finished)",
         on_change=touched,
     )
 
@@ -206,16 +229,40 @@ def loss_curves(run_ids: list[int]) -> None:
         )
 
 
+def failed_section() -> None:
+    failed = common.load(data.failed_runs, url, sweep)
+    st.subheader(f"Failed ({len(failed)})")
+    if failed.empty:
+        st.caption("No run has failed.")
+        return
+    table = pd.DataFrame(
+        {
+            "run": [common.run_link(i) for i in failed["id"]],
+            "model": [common.run_label(r).split(" ", 1)[1] for _, r in failed.iterrows()],
+            "attempts": failed["attempts"],
+            "reason": failed["error"].fillna("(no reason recorded)"),
+            "finished": failed["finished_at"],
+        }
+    )
+    st.dataframe(table, hide_index=True, width="stretch", column_config={"run": RUN_COLUMN})
+    st.caption("Each run's page has its traceback and the last lines its worker logged:")
+    for _, row in failed.head(MAX_FAILURE_LINKS).iterrows():
+        st.page_link(
+            "views/run.py",
+            label=f"#{row['id']}: {str(row['error'] or 'no reason recorded')[:120]}",
+            query_params={"run": str(row["id"])},
+            icon=":material/bug_report:",
+        )
+
+
 @st.fragment(run_every=REFRESH_S)
 def live_body() -> None:
-    counts = common.load(data.queue_counts, url, sweep)
-    status_counts(counts)
-    eta_caption(common.load(data.sweep_eta, url, sweep))
+    progress_section(common.load(data.sweep_eta, url, sweep))
 
     st.subheader("Running")
     running = common.load(data.running_runs, url, sweep)
+    waiting = common.load(data.queue_counts, url, sweep).get("queued", 0)
     if running.empty:
-        waiting = counts.get("queued", 0)
         st.info(
             f"No run is training right now; {waiting} queued run(s) wait for a worker "
             "(`segbench worker`)."
@@ -229,17 +276,8 @@ def live_body() -> None:
         loss_curves(chosen)
 
     workers_table(common.load(data.live_workers, url))
-
-    failed = common.load(data.failed_runs, url, sweep)
-    st.subheader(f"Failed ({len(failed)})")
-    if failed.empty:
-        st.caption("No run has failed.")
-    else:
-        table = failed[["id", "experiment", "architecture", "encoder", "init", "attempts"]].copy()
-        table["reason"] = failed["error"].fillna("(no reason recorded)")
-        table["finished"] = failed["finished_at"]
-        st.dataframe(table, hide_index=True, width="stretch")
-    st.caption(f"Refreshes every {REFRESH_S} s.")
+    failed_section()
+    st.caption(f"Refreshes every {REFRESH_S} s. A run's own page: click its number.")
 
 
 live_body()

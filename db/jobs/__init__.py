@@ -47,6 +47,7 @@ from db.jobs.records import (
     finite_or_none,
     is_cancel_requested,
     record_epoch,
+    record_failure,
     record_start,
 )
 from db.jobs.workers import (
@@ -77,6 +78,7 @@ __all__ = [
     "process_alive",
     "prune_workers",
     "record_epoch",
+    "record_failure",
     "record_start",
     "register",
     "release",

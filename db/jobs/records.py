@@ -25,7 +25,7 @@ from db.models import (
     VolumeResult,
     utcnow,
 )
-from db.protocol import EpochRecord, RunOutcome
+from db.protocol import EpochRecord, RunOutcome, environment_key
 
 
 def _jsonable(value: Any) -> Any:
@@ -46,6 +46,7 @@ def record_start(session: Session, *, run_id: int, config: dict[str, Any]) -> No
         "git_commit": config.get("git_commit"),
         "device": config.get("device"),
         "parameters_m": config.get("parameters_m"),
+        "environment_key": config.get("environment_key"),
         "heartbeat_at": utcnow(),
     }
     if config.get("resume_note"):  # else keep what the run said so far (a download, say)
@@ -156,6 +157,17 @@ def _replace_rows(session: Session, model, run_id: int, rows: list[dict[str, Any
         session.execute(insert(model.__table__), [{**row, "run_id": run_id} for row in rows])
 
 
+def _environment_values(session: Session, run_id: int, environment: dict | None) -> dict:
+    """The environment a run really trained in, as it ended (a CUDA graph that fell
+    back to eager steps, ops without a deterministic kernel): into its config and key."""
+    if environment is None:
+        return {}
+    config = dict(session.scalar(select(Run.config).where(Run.id == run_id)) or {})
+    config["environment"] = _jsonable(environment)
+    config["environment_key"] = environment_key(environment)
+    return {"config": config, "environment_key": config["environment_key"]}
+
+
 def finish(session: Session, *, run_id: int, outcome: RunOutcome) -> None:
     """Write the test results and artifacts of a run and mark it succeeded.
 
@@ -180,6 +192,10 @@ def finish(session: Session, *, run_id: int, outcome: RunOutcome) -> None:
         "seconds": test.seconds,
         "nsd": finite_or_none(test.nsd),
         "hd95": finite_or_none(test.hd95),
+        "test_volumes": len(test.volumes),
+        "nsd_volumes": test.nsd_volumes,
+        "hd95_volumes": test.hd95_volumes,
+        "extra": {k: finite_or_none(v) for k, v in test.extra.items()} or None,
     }
     volumes = [
         {"volume": v.volume, "slices": v.slices, "dice": v.dice,
@@ -198,16 +214,39 @@ def finish(session: Session, *, run_id: int, outcome: RunOutcome) -> None:
         update(Run)
         .where(Run.id == run_id)
         .values(
+            **_environment_values(session, run_id, outcome.environment),
             status="succeeded",
             finished_at=now,
             heartbeat_at=now,
             lease_expires_at=None,
             error=None,
+            traceback=None,
+            log_tail=None,
             best_epoch=outcome.best_epoch,
             best_val_loss=finite_or_none(outcome.best_val_loss),
             parameters_m=outcome.parameters_m,
             train_seconds_per_epoch=outcome.train_seconds_per_epoch,
             val_seconds_per_epoch=outcome.val_seconds_per_epoch,
         )
+        .execution_options(**NO_SYNC)
+    )
+
+
+LOG_TAIL_LINES = 50  # the last lines of a failed run's log that are stored with it
+
+
+def record_failure(
+    session: Session, *, run_id: int, traceback: str | None, log_tail: str | None
+) -> None:
+    """Keep why a run failed beside it: the exception's traceback and the last
+    LOG_TAIL_LINES lines its worker logged while it ran. Call in the transaction that
+    marks it failed (db.jobs.fail)."""
+    require_run(session, run_id)
+    if log_tail is not None:
+        log_tail = "\n".join(log_tail.splitlines()[-LOG_TAIL_LINES:])
+    session.execute(
+        update(Run)
+        .where(Run.id == run_id)
+        .values(traceback=traceback, log_tail=log_tail)
         .execution_options(**NO_SYNC)
     )

@@ -3,12 +3,13 @@
 Aggregations run in SQL; results are plain lists of dicts (pandas.DataFrame(rows)
 turns one into a frame). Filters take one value or a list of values.
 db.queries.runs reads runs and the queue, db.queries.results reads results,
-db.queries.volumes per-volume test metrics, db.queries.workers the live workers and
-a sweep's ETA, db.queries.report what `segbench report` reads; all are offered here
-under one name.
+db.queries.summaries a run's test metrics as the registry names them,
+db.queries.workers the live workers and a sweep's ETA, db.queries.report what
+`segbench report` reads (with per-volume test metrics); all are offered here under
+one name.
 """
 
-from db.queries.report import report_runs, sweep_row, volume_rows
+from db.queries.report import VOLUME_COLUMNS, report_runs, sweep_row, volume_rows
 from db.queries.results import (
     EPOCH_COLUMNS,
     GROUPS,
@@ -28,6 +29,7 @@ from db.queries.results import (
     succeeded_runs,
 )
 from db.queries.runs import (
+    RUN_LIST_KEYS,
     RUN_PROGRESS_COLUMNS,
     STATUS_KEYS,
     failed_runs,
@@ -35,13 +37,20 @@ from db.queries.runs import (
     queued_run_ids,
     run_cells,
     run_detail,
+    run_list,
     running_on_node,
     running_runs,
     status_rows,
     sweeps,
 )
-from db.queries.volumes import VOLUME_COLUMNS, volume_results
-from db.queries.workers import WORKER_COLUMNS, live_workers, sweep_eta
+from db.queries.summaries import summary_metrics, with_extra_metrics
+from db.queries.workers import (
+    WORKER_COLUMNS,
+    live_workers,
+    measured_epoch_seconds,
+    sweep_eta,
+    time_estimate,
+)
 
 __all__ = [
     "EPOCH_COLUMNS",
@@ -49,6 +58,7 @@ __all__ = [
     "LEADERBOARD_COLUMNS",
     "LEADERBOARD_KEYS",
     "METRICS",
+    "RUN_LIST_KEYS",
     "RUN_PROGRESS_COLUMNS",
     "STATUS_KEYS",
     "SUCCEEDED_COLUMNS",
@@ -61,12 +71,14 @@ __all__ = [
     "leaderboard",
     "live_workers",
     "loss_bands",
+    "measured_epoch_seconds",
     "queue_counts",
     "queued_run_ids",
     "report_runs",
     "run_artifacts",
     "run_cells",
     "run_detail",
+    "run_list",
     "running_on_node",
     "running_runs",
     "runs_with_first_layer",
@@ -74,9 +86,11 @@ __all__ = [
     "status_rows",
     "stored_gallery_masks",
     "succeeded_runs",
+    "summary_metrics",
     "sweep_eta",
     "sweep_row",
     "sweeps",
+    "time_estimate",
     "volume_rows",
-    "volume_results",
+    "with_extra_metrics",
 ]

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from db.models import Run, Sweep, TestSummary, VolumeResult
 from db.queries._shared import RUN_KEY_COLUMNS, rows_of, sweep_id
+from db.queries.summaries import with_extra_metrics
 
 
 def sweep_row(session: Session, *, sweep: str) -> dict[str, Any]:
@@ -30,8 +31,9 @@ def sweep_row(session: Session, *, sweep: str) -> dict[str, Any]:
 
 
 def report_runs(session: Session, *, sweep: str) -> list[dict[str, Any]]:
-    """The succeeded runs of `sweep` with seed, family, test summary and NSD / HD95
-    (None where the run stored none), by run id."""
+    """The succeeded runs of `sweep` with seed, family, test summary, NSD / HD95 with
+    the test volumes their means cover (None where the run stored none) and every
+    metric of db.metrics, by run id."""
     found = sweep_id(session, sweep)
     stmt = (
         select(
@@ -42,33 +44,44 @@ def report_runs(session: Session, *, sweep: str) -> list[dict[str, Any]]:
             Run.manifest_hash,
             Run.parameters_m,
             TestSummary.metric_mode,
+            TestSummary.sensitivity,
+            TestSummary.specificity,
             TestSummary.dice,
+            TestSummary.dice_std,
+            TestSummary.pooled_dice,
             TestSummary.nsd,
             TestSummary.hd95,
+            TestSummary.test_volumes,
+            TestSummary.nsd_volumes,
+            TestSummary.hd95_volumes,
+            TestSummary.extra,
         )
         .join(Sweep, Sweep.id == Run.sweep_id)
         .join(TestSummary, TestSummary.run_id == Run.id)
         .where(Run.sweep_id == found, Run.status == "succeeded")
         .order_by(Run.id)
     )
-    return rows_of(session, stmt)
+    return with_extra_metrics(rows_of(session, stmt))
+
+
+VOLUME_COLUMNS = ("run_id", "volume", "slices", "dice", "nsd", "hd95")
 
 
 def volume_rows(session: Session, *, run_ids: Iterable[int]) -> list[dict[str, Any]]:
-    """Per-volume test metrics of the runs (3-D Dice and NSD in percent, HD95 in mm),
-    by run and volume; empty for runs that stored none."""
+    """Per-volume test metrics of the runs, by run and volume: exactly VOLUME_COLUMNS;
+    empty for runs that stored none.
+
+    dice and nsd in percent, hd95 in mm; nsd/hd95 are None where not computed (runs
+    evaluated before boundary metrics existed, a test volume with a gap between its
+    slices) and, for runs stored before the missed-volume rule, hd95 is None where one
+    of prediction and reference was empty. The protocol's nsd_tolerance_mm and
+    boundary_mode say how NSD and HD95 were measured.
+    """
     ids = sorted({int(i) for i in run_ids})
     if not ids:
         return []
     stmt = (
-        select(
-            VolumeResult.run_id,
-            VolumeResult.volume,
-            VolumeResult.slices,
-            VolumeResult.dice,
-            VolumeResult.nsd,
-            VolumeResult.hd95,
-        )
+        select(*(getattr(VolumeResult, c) for c in VOLUME_COLUMNS))
         .where(VolumeResult.run_id.in_(ids))
         .order_by(VolumeResult.run_id, VolumeResult.volume)
     )

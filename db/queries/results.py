@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from db.grid import expand
 from db.models import Artifact, Epoch, Run, SliceResult, Sweep, TestSummary
 from db.queries._shared import RUN_KEY_COLUMNS, Filter, as_list, choose, filtered, rows_of, sweep_id
+from db.queries.summaries import with_extra_metrics
 
 GROUPS = {
     "experiment": Run.experiment,
@@ -59,6 +60,9 @@ LEADERBOARD_COLUMNS = {
     "pooled_dice": TestSummary.pooled_dice,
     "nsd": TestSummary.nsd,
     "hd95": TestSummary.hd95,
+    "test_volumes": TestSummary.test_volumes,
+    "nsd_volumes": TestSummary.nsd_volumes,
+    "hd95_volumes": TestSummary.hd95_volumes,
 }
 
 # a sweep's protocol without the field was stored before bf16 became a protocol
@@ -82,13 +86,13 @@ def leaderboard(
     order = LEADERBOARD_COLUMNS[choose("sort column", sort, LEADERBOARD_COLUMNS)]
     order = order.desc() if descending else order.asc()
     stmt = (
-        select(*LEADERBOARD_COLUMNS.values(), Sweep.protocol)
+        select(*LEADERBOARD_COLUMNS.values(), Sweep.protocol, TestSummary.extra)
         .join(Sweep, Sweep.id == Run.sweep_id)
         .outerjoin(TestSummary, TestSummary.run_id == Run.id)
         .order_by(order.nulls_last(), Run.id)
         .limit(limit)
     )
-    rows = rows_of(session, filtered(stmt, **filters))
+    rows = with_extra_metrics(rows_of(session, filtered(stmt, **filters)))
     for row in rows:
         row["train_precision"] = (row.pop("protocol") or {}).get("train_precision", "fp32")
     return rows
@@ -340,6 +344,8 @@ SUCCEEDED_COLUMNS = (
     TestSummary.pooled_dice,
     TestSummary.nsd,
     TestSummary.hd95,
+    *(LEADERBOARD_COLUMNS[k] for k in ("test_volumes", "nsd_volumes", "hd95_volumes")),
+    TestSummary.extra,
     Artifact.path.label("checkpoint_path"),
     Artifact.sha256.label("checkpoint_sha256"),
 )
@@ -390,4 +396,4 @@ def succeeded_runs(
     )
     if chosen["encoder"] or chosen["family"]:
         stmt = stmt.where(Run.encoder.in_(chosen["encoder"]) | Run.family.in_(chosen["family"]))
-    return rows_of(session, stmt)
+    return with_extra_metrics(rows_of(session, stmt))

@@ -55,8 +55,8 @@ RUN_PROGRESS_COLUMNS = (
 
 
 def running_runs(session: Session, *, sweep: str | None = None) -> list[dict[str, Any]]:
-    """Running runs with progress, worker, heartbeat and an ETA from their mean
-    seconds per epoch so far."""
+    """Running runs with progress, worker, heartbeat and their mean seconds per epoch
+    so far (the time left is the sweep's, db.queries.sweep_eta)."""
     # correlated: averages only the epochs of the few running runs, by primary key
     per_epoch = (
         select(func.avg(Epoch.train_seconds + Epoch.val_seconds))
@@ -81,8 +81,6 @@ def running_runs(session: Session, *, sweep: str | None = None) -> list[dict[str
     rows = rows_of(session, filtered(stmt, sweep=sweep))
     now = utcnow()
     for row in rows:
-        spe = row["seconds_per_epoch"]
-        row["eta_seconds"] = None if spe is None else max(row["epochs"] - row["epoch"], 0) * spe
         lease = row["lease_expires_at"]
         row["lease_expired"] = lease is not None and lease < now
         beat = row["heartbeat_at"]
@@ -106,6 +104,42 @@ def failed_runs(
         .limit(limit)
     )
     return rows_of(session, filtered(stmt, sweep=sweep))
+
+
+RUN_LIST_KEYS = (
+    "id", "sweep", "experiment", "architecture", "encoder", "init", "seed", "status",
+    "epoch", "epochs", "dice", "started_at", "finished_at", "error",
+)  # fmt: skip
+
+
+def run_list(
+    session: Session,
+    *,
+    sweep: str | None = None,
+    status: str | list[str] | None = None,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """Runs of a sweep (or every sweep), the most recently active first: running ones,
+    then by when they finished or started; exactly RUN_LIST_KEYS."""
+    active = func.coalesce(Run.finished_at, Run.started_at, Run.created_at)
+    stmt = (
+        select(
+            *RUN_KEY_COLUMNS,
+            Run.seed,
+            Run.status,
+            Run.epoch,
+            Run.epochs,
+            TestSummary.dice,
+            Run.started_at,
+            Run.finished_at,
+            Run.error,
+        )
+        .join(Sweep, Sweep.id == Run.sweep_id)
+        .outerjoin(TestSummary, TestSummary.run_id == Run.id)
+        .order_by(case((Run.status == "running", 0), else_=1), active.desc(), Run.id.desc())
+        .limit(limit)
+    )
+    return rows_of(session, filtered(stmt, sweep=sweep, status=status))
 
 
 def sweeps(session: Session) -> list[dict[str, Any]]:
@@ -136,9 +170,10 @@ def sweeps(session: Session) -> list[dict[str, Any]]:
 
 
 def run_detail(session: Session, *, run_id: int) -> dict[str, Any]:
-    """Everything about one run: its row, sweep name and test summary."""
+    """Everything about one run: its row, its sweep's name, protocol and dataset folder,
+    and its test summary."""
     stmt = (
-        select(Run, Sweep.name.label("sweep"), TestSummary)
+        select(Run, Sweep.name, Sweep.protocol, Sweep.data_dir, TestSummary)
         .join(Sweep, Sweep.id == Run.sweep_id)
         .outerjoin(TestSummary, TestSummary.run_id == Run.id)
         .where(Run.id == run_id)
@@ -148,9 +183,9 @@ def run_detail(session: Session, *, run_id: int) -> dict[str, Any]:
         raise UnknownRun(
             f"No run with id {run_id} in the database; `segbench status` lists the runs."
         )
-    run, sweep, summary = row
+    run, sweep, protocol, data_dir, summary = row
     detail = {c.key: getattr(run, c.key) for c in Run.__table__.columns}
-    detail["sweep"] = sweep
+    detail.update(sweep=sweep, protocol=protocol or {}, data_dir=data_dir)
     summary_columns = [c.key for c in TestSummary.__table__.columns if c.key != "run_id"]
     detail["test"] = None if summary is None else {k: getattr(summary, k) for k in summary_columns}
     return detail

@@ -15,7 +15,7 @@ from db.grid import EXPERIMENT_ALIASES, EXPERIMENTS, SHORT_EXPERIMENT, expand
 from db.protocol import Protocol
 from db.session import dispose_engine, session_scope
 from worker.cli import load_commands
-from worker.cli.db import no_worker_line
+from worker.cli.workers import no_worker_line
 
 DATASET = {"name": "synthetic-test", "kind": "synthetic", "synthetic": True, "manifest_hash": "m"}
 

@@ -70,6 +70,18 @@ def populated(tmp_path, monkeypatch, _populated_template) -> Populated:
     dispose_engine(url)
 
 
+@pytest.fixture(scope="session")
+def browser():
+    """One Chromium for every browser test of the session (launching it costs seconds)."""
+    from browser_tools import CHROMIUM, CHROMIUM_ARGS
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
 @pytest.fixture
 def postgres_url():
     """A fresh PostgreSQL database at head (skipped when no server answers); PostgreSQL

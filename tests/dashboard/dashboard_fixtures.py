@@ -228,6 +228,14 @@ def clear_settings() -> None:
     st.cache_data.clear()
 
 
+def broker_messages(url: str) -> int:
+    """Run ids waiting in the embedded broker beside the SQLite database."""
+    from worker.queue import broker
+
+    broker.configure(url)
+    return broker.queue_depth()
+
+
 def open_page(page: str | None = None) -> AppTest:
     """Run the app (its default page is Live), then switch to `page` if given."""
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT_S).run()

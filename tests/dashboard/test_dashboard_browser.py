@@ -5,32 +5,28 @@ its runs on Live, and saves a screenshot of every page under test-output/dashboa
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from browser_tools import (
+    HAVE_CHROMIUM,
+    NO_CHROMIUM,
+    choose,
+    dashboard_server,
+    no_exception,
+    settle,
+    shoot,
+)
 from dashboard_fixtures import GALLERY_INDEXES, populate
 
 from db import migrate
 from db.queries import queue_counts
 from db.session import dispose_engine, session_scope
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "test-output" / "dashboard"
 PAGES = ("live", "launch", "leaderboard", "analysis", "statistics", "gallery")
@@ -47,29 +43,7 @@ STATISTICS_TABS = {
     "Paper": "statistics-paper",
 }
 
-pytestmark = pytest.mark.skipif(
-    not Path(CHROMIUM).exists(), reason="needs Debian's chromium (apt-get install -y chromium)"
-)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until_healthy(base: str, process: subprocess.Popen, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"segbench dashboard exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(f"the dashboard did not answer at {base} within {timeout_s} s")
+pytestmark = pytest.mark.skipif(not HAVE_CHROMIUM, reason=NO_CHROMIUM)
 
 
 @pytest.fixture(scope="module")
@@ -92,56 +66,9 @@ def served(tmp_path_factory):
     populated = populate(url, data_dir=str(data_dir), truth=truth)
     dispose_engine(url)
 
-    port = free_port()
-    env = {**os.environ, "SEGBENCH_DATA_DIR": str(data_dir)}
-    env.pop("SEGBENCH_DASHBOARD_PASSWORD", None)
-    log = open(root / "dashboard.log", "w")  # noqa: SIM115 - closed below
-    process = subprocess.Popen(
-        [sys.executable, "-m", "worker.cli", "dashboard", "--port", str(port), "--db", url],
-        cwd=root,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_healthy(base, process)
+    with dashboard_server(url, root, {"SEGBENCH_DATA_DIR": str(data_dir)}) as base:
         yield base, url, populated
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
-        dispose_engine(url)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-def settle(page) -> None:
-    """Wait until Streamlit has finished running the page's script."""
-    page.wait_for_timeout(300)
-    page.wait_for_selector(
-        '[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=30_000
-    )
-    page.wait_for_timeout(700)  # charts and images finish drawing
-
-
-def choose(page, label: str, option: str) -> None:
-    box = page.locator('[data-testid="stMultiSelect"]').filter(has_text=label)
-    box.click()
-    page.get_by_role("option", name=option, exact=True).click()
-    page.keyboard.press("Escape")
-    settle(page)
+    dispose_engine(url)
 
 
 def test_enqueue_from_launch_and_watch_on_live(served, browser):
@@ -258,3 +185,21 @@ def test_live_shows_a_real_worker(served, browser, tmp_path):
             worker.wait()
         log.close()
         redis.Redis.from_url(broker_url).flushdb()
+
+
+def test_analysis_charts_in_light_and_dark(served, browser):
+    """The figures whose legends and background were made to read on both themes: the
+    Dice-vs-parameters density and the mean ± std loss bands (screenshots for the docs)."""
+    base, _, _ = served
+    for theme in ("light", "dark"):
+        context = browser.new_context(viewport={"width": 1600, "height": 1000}, color_scheme=theme)
+        page = context.new_page()
+        page.goto(f"{base}/analysis")
+        settle(page)
+        for tab, name in (("Dice vs parameters (Fig. 4)", "analysis-parameters"),
+                          ("Loss curves (Fig. 5)", "analysis-losses")):  # fmt: skip
+            page.get_by_role("tab", name=tab).click()
+            page.wait_for_timeout(1000)
+            no_exception(page)
+            shoot(page, name, theme)
+        context.close()

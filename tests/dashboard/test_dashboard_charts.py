@@ -56,10 +56,15 @@ def test_loss_curves_one_line_per_run_and_split():
     clean = arrays.finite_losses(curves)
     assert clean.attrs["non_finite"] == 2
     d = spec(charts.loss_curves(clean))
-    assert d["mark"]["type"] == "line"
-    enc = d["encoding"]
+    lines, dots = d["layer"]
+    assert (lines["mark"]["type"], dots["mark"]["type"]) == ("line", "circle")
+    enc = lines["encoding"]
     assert (enc["x"]["field"], enc["y"]["field"]) == ("epoch", "loss")
     assert enc["color"]["field"] == "label" and enc["strokeDash"]["field"] == "split"
+    # the split legend draws grey dashed strokes: readable on the light and dark theme
+    legend = enc["strokeDash"]["legend"]
+    assert legend["symbolType"] == "stroke" and legend["symbolStrokeColor"] == charts.NEUTRAL
+    assert "strokeDash" not in dots["encoding"]  # a point overlay would make it black dots
     data = rows(d)
     assert len(data) == 12
     assert {r["split"] for r in data} == {"train", "validation"}
@@ -93,6 +98,12 @@ def test_dice_vs_parameters_over_a_density():
     assert d["layer"][1]["encoding"]["x"]["field"] == "parameters_m"
     assert d["layer"][1]["encoding"]["color"]["field"] == "architecture"
     assert d["resolve"]["scale"]["color"] == "independent"
+    # the density is a grey of growing opacity (transparent where empty: no bright box
+    # on the dark theme), with a legend of its own
+    background = d["layer"][0]
+    assert background["mark"]["color"] == charts.NEUTRAL and "color" not in background["encoding"]
+    assert background["encoding"]["opacity"]["scale"]["range"][0] == 0.0
+    assert background["encoding"]["opacity"]["legend"]["title"] == "density of models (KDE)"
     empty = spec(charts.dice_vs_parameters(runs, density_grid([1, 1], [2, 2])))
     assert [layer["mark"]["type"] for layer in empty["layer"]] == ["circle"]
 
@@ -132,6 +143,11 @@ def test_loss_bands_mean_line_and_std_band():
     layers = d["spec"]["layer"]
     assert [layer["mark"]["type"] for layer in layers] == ["area", "line"]
     assert layers[0]["encoding"]["y2"]["field"] == "high"
+    # one colour legend (shared by band and line) that says what line and band are
+    legends = [layer["encoding"]["color"]["legend"] for layer in layers]
+    assert legends[0] == legends[1]  # one legend: a layer without one would hide it
+    assert legends[0]["title"] == ["architecture", "line: mean", "band: ± 1 std"]
+    assert legends[0]["symbolOpacity"] == 1
     data = rows(d)
     assert len(data) == 12
     single = next(r for r in data if r["split"] == "train" and r["epoch"] == 3)
@@ -195,6 +211,24 @@ def test_overlay_colours_correct_green_and_wrong_red():
     assert truth_only[0, 1, 1] > truth_only[0, 1, 0]
 
 
+def test_overlay_offers_a_colour_blind_safe_palette():
+    """Blue / orange (Okabe-Ito) instead of green / red, same rule: right pixels inside
+    the target in the first colour, every wrong pixel in the second."""
+    image = np.zeros((2, 2), dtype=np.float32)
+    truth = np.array([[1, 1], [0, 0]], dtype=np.uint8)
+    predicted = np.array([[1, 0], [0, 1]], dtype=np.uint8)
+    safe = next(p for p in arrays.PALETTES if "colour-blind" in p)
+    rgb = arrays.overlay(image, truth, predicted, palette=safe).astype(int)
+    right, wrong = (np.array(c) for c in arrays.PALETTES[safe])
+    plain = arrays.grey(image)[1, 0].astype(int)
+    alpha = arrays.OVERLAY_ALPHA
+    assert np.abs(rgb[0, 0] - ((1 - alpha) * plain + alpha * right)).max() <= 1
+    for wrong_pixel in (rgb[0, 1], rgb[1, 1]):  # a false negative, a false positive
+        assert np.abs(wrong_pixel - ((1 - alpha) * plain + alpha * wrong)).max() <= 1
+    assert (rgb[1, 0] == plain).all()
+    assert wrong[0] > wrong[2] and right[2] > right[0]  # orange, blue
+
+
 def test_filter_grid_eight_by_eight_with_the_papers_colour_range():
     weights = np.zeros((64, 1, 7, 7), dtype=np.float32)
     weights[0, 0, 0, 0] = 0.4
@@ -223,3 +257,18 @@ def test_filters_key_is_hashable_and_order_free():
     b = filters_key(architecture=["fpn", "unet"])
     assert a == b == (("architecture", ("fpn", "unet")),)
     hash(a)
+
+
+def test_paper_chart_labels_synthetic_results_beside_the_papers_real_ct():
+    from worker.results import paper, stat_charts
+
+    means = paper.architecture_means()
+    frame = pd.concat([means.assign(source="paper"), means.assign(source="this database")])
+    real = {r["source"] for r in rows(spec(stat_charts.paper_chart(frame)))}
+    assert real == {"paper (real CT scans)", "this database"}
+    d = spec(stat_charts.paper_chart(frame, synthetic=True))
+    assert {r["source"] for r in rows(d)} == {
+        "paper (real CT scans)",
+        "this database: SYNTHETIC data",
+    }
+    assert d["spec"]["encoding"]["color"]["title"] == "mean Dice of"

@@ -76,6 +76,38 @@ def test_live_and_launch_see_a_real_worker(empty_url, worker):
     assert "1 live worker(s), 2 run(s) at once" in texts(launch)
 
 
+def test_live_and_segbench_workers_say_the_same_time_left(empty_url, worker):
+    """One time left, from db.queries.sweep_eta: 3 runs of 4 epochs, one cancelled, one
+    epoch of 2.5 s measured: 7 epochs left on the worker's 2 slots, 7 x 2.5 / 2 = 8.75 s
+    (by hand), on the Live page and in `segbench workers` alike."""
+    from db import jobs
+    from db.grid import expand
+    from db.protocol import EpochRecord, Protocol
+
+    with session_scope(empty_url) as session:
+        ids = jobs.submit(
+            session, specs=expand(encoders=["resnet18"])[:3], protocol=Protocol(epochs=4),
+            sweep="eta", data_dir="data",
+            dataset={"name": "d", "kind": "medseg", "synthetic": True, "manifest_hash": None},
+        )  # fmt: skip
+        jobs.claim(session, run_id=ids[0], worker="elsewhere@h/1")  # not this worker's
+        jobs.record_epoch(session, run_id=ids[0], record=EpochRecord(1, 0.6, 0.5, 2.0, 0.5, True))
+        jobs.cancel(session, run_ids=[ids[2]])
+    live = open_page()
+    caption = next(c for c in texts(live).splitlines() if c.startswith("Time left"))
+    assert "about **9 s**" in caption and "7 epochs of the queued and running runs" in caption
+    assert (
+        "0 of 2 runs done (succeeded or failed); 1 cancelled" in live.get("progress")[0].proto.text
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "worker.cli", "workers", "--db", empty_url],
+        capture_output=True, text=True, timeout=120, check=True,
+    ).stdout  # fmt: skip
+    assert "All sweeps: 0 of 2 run(s) done (succeeded or failed); 1 cancelled" in out
+    assert "7 epoch(s) left at 2.50 s per epoch on 1 live worker(s)" in out
+    assert "about 9 s left" in out
+
+
 def test_launch_refuses_missing_weights_when_downloads_are_forbidden(
     empty_url, synthetic_data, tmp_path, monkeypatch
 ):

@@ -150,7 +150,7 @@ def test_running_and_failed_runs(populated, session):
     for row in running:
         assert (row["epoch"], row["epochs"], row["worker"]) == (2, EPOCHS, "gpu-host:1234")
         assert row["seconds_per_epoch"] == pytest.approx(2.5)
-        assert row["eta_seconds"] == pytest.approx((EPOCHS - 2) * 2.5)
+        assert "eta_seconds" not in row  # one time left, the sweep's (sweep_eta)
         assert not row["lease_expired"]
     failed = queries.failed_runs(session, sweep="test-sweep")
     assert [(r["id"], r["error"]) for r in failed] == [(populated["ids"][-2], "CUDA out of memory")]
@@ -200,7 +200,7 @@ def test_slices_artifacts_and_detail(populated, session):
     assert detail["test"]["dice"] == populated["truth"][run_id]["dice"]
     assert (detail["test"]["nsd"], detail["test"]["hd95"]) == (81.0, 2.5)
     other = populated["ids"][1]
-    volumes = queries.volume_results(session, run_ids=[other, run_id])
+    volumes = queries.volume_rows(session, run_ids=[other, run_id])
     assert all(tuple(v) == queries.VOLUME_COLUMNS for v in volumes)
     # make_outcome(n_slices=6): volumes of 4 and 2 slices, the last HD95 undefined
     assert [tuple(v.values()) for v in volumes] == [

@@ -85,7 +85,10 @@ def test_sweep_eta_from_measured_epochs_and_live_slots(db_url):
         assert queries.sweep_eta(session)["remaining_epochs"] == 11 + 8
         session.execute(update(Run).where(Run.id.in_(ids[1:])).values(status="cancelled"))
         _register(session, "v@h", concurrency=4)  # 6 slots, but 1 run left: 1 slot used
-        assert queries.sweep_eta(session, sweep="test-sweep")["eta_seconds"] == 3 * 2.5
+        progress = queries.sweep_eta(session, sweep="test-sweep")
+        assert progress["eta_seconds"] == 3 * 2.5
+        # cancelled runs will not train: neither done nor part of the total
+        assert (progress["done"], progress["total"], progress["cancelled"]) == (0, 1, 2)
 
 
 def test_status_is_readable_at_80_columns_and_wide_shows_everything(db_url):
@@ -106,4 +109,4 @@ def test_status_is_readable_at_80_columns_and_wide_shows_everything(db_url):
         [*command, "--wide"], capture_output=True, text=True, timeout=120,
         env={**os.environ, "COLUMNS": "160"},
     )  # fmt: skip
-    assert "lesion-segmentation-a" in wide.stdout and "spec %" in wide.stdout
+    assert "lesion-segmentation-a" in wide.stdout and "Spec %" in wide.stdout

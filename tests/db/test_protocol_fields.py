@@ -65,4 +65,4 @@ def test_protocol_line_shows_every_shared_field():
     for f in SHARED:
         assert f.show(getattr(p, f.name)) in line, f.name
     assert "NSD tolerance 3.5 mm" in line and "boundary border-voxel" in line
-    assert protocol_field("seed").per_run and "seed" not in line
+    assert protocol_field("seed").per_run and "seed 0" not in line

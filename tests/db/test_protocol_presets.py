@@ -34,6 +34,8 @@ def test_presets_are_pinned():
             "augment_mode": "paper",
             "train_precision": "fp32",
             "test_resize": "standard",
+            "deterministic": False,
+            "seed_streams": "per-purpose",
         },
         "authors-2020": {
             "epochs": 100,
@@ -46,6 +48,8 @@ def test_presets_are_pinned():
             "augment_mode": "authors-code",
             "train_precision": "fp32",
             "test_resize": "pil-antialias",
+            "deterministic": False,
+            "seed_streams": "per-purpose",
         },
     }
     # the paper preset is segbench's default protocol
@@ -82,6 +86,9 @@ def test_the_hash_covers_everything_but_the_seed():
         {"loss": "authors-2020-dice"},
         {"loss": "soft-dice-per-image"},
         {"metric_mode": "authors-2020"},
+        {"train_precision": "tf32"},
+        {"deterministic": True},
+        {"seed_streams": "shared"},
     ):
         assert Protocol(**change).hash() != base.hash(), change
 
@@ -105,6 +112,32 @@ def test_an_old_stored_protocol_loads_with_fp32_and_the_renamed_loss():
         "smp-legacy-dice",
         3,
     )
+    # it ran with the streams of its time, and nothing asked for deterministic kernels
+    assert (p.seed_streams, p.deterministic) == ("shared", False)
+    assert Protocol.from_dict({**old, "seed_streams": "per-purpose"}).seed_streams == "per-purpose"
+
+
+def test_each_seed_has_streams_of_its_own():
+    """per-purpose streams: no stream seed of one seed is any stream seed of another
+    (shared streams made seed s's augmentation stream seed s + 1's shuffle stream)."""
+    purposes = ("init", "shuffle", "augment")
+    seen = {}
+    for seed in range(500):
+        p = Protocol(seed=seed)
+        for purpose in purposes:
+            value = p.stream_seed(purpose)
+            assert 0 <= value < 2**63
+            assert value not in seen, (seed, purpose, seen.get(value))
+            seen[value] = (seed, purpose)
+    shared = Protocol(seed=4, seed_streams="shared")
+    assert [shared.stream_seed(k) for k in purposes] == [4, 4, 5]
+    assert Protocol(seed=3, seed_streams="shared").stream_seed("augment") == shared.stream_seed(
+        "shuffle"
+    )
+    with pytest.raises(ProtocolError, match="Unknown random stream 'dropout'"):
+        Protocol().stream_seed("dropout")
+    with pytest.raises(ProtocolError, match="deterministic must be true or false"):
+        Protocol(deterministic="yes")
 
 
 def test_seeds_are_checked_and_deduplicated():

@@ -297,6 +297,22 @@ def test_predict_against_a_reference_mask(trained, tmp_path):
     )  # fmt: skip
     assert table.exit_code == 0, table.output
     assert "(border-voxel surfaces)" in table.stdout
+    # both outputs say at which resolution they scored
+    assert "input's resolution" in reference["resolution"] and not reference["missed"]
+    assert "input's resolution" in table.stdout
+    # an empty reference: HD95 is the volume's diagonal, as in a run's test pass
+    img = nib.load(str(truth_path))
+    empty = tmp_path / "empty.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros(img.shape, np.uint8), img.affine, img.header), empty)
+    missed = CliRunner().invoke(
+        load_commands(),
+        ["predict", "--model", str(trained["model"]), "--input", str(ct), "--output", str(out),
+         "--reference", str(empty), "--format", "json"],
+    )  # fmt: skip
+    assert missed.exit_code == 0, missed.output
+    got = json.loads(missed.stdout)["reference"]
+    diagonal = float(np.sqrt(sum((n * z) ** 2 for n, z in zip(img.shape, zooms, strict=True))))
+    assert got["missed"] and got["hd95"] == pytest.approx(diagonal) and got["nsd"] == 0
     bad = CliRunner().invoke(
         load_commands(),
         ["predict", "--model", str(trained["model"]), "--input", str(ct), "--output", str(out),

@@ -29,14 +29,14 @@ def test_rank_and_interval_match_a_plain_loop():
     run, base = _dice()
     d = np.column_stack([run, base])
     got = rank_interval(d, VOLUMES, n_resamples=300, seed=4)
-    expected_rank = sps.rankdata(-d.mean(axis=0), method="min")[0]
+    expected_rank = sps.rankdata(-d.mean(axis=0), method="average")[0]
     assert got["rank"] == expected_rank and got["of"] == 5
     assert got["resampled"] == "volumes+slices"
     weights = resample_weights(VOLUMES, n_resamples=300, seed=4).weights
     ranks = []
     for w in weights:  # the same draws, one resample at a time
         means = np.average(d, axis=0, weights=w)
-        ranks.append(sps.rankdata(-means, method="min")[0])
+        ranks.append(sps.rankdata(-means, method="average")[0])
     low, high = np.quantile(ranks, [0.025, 0.975])
     assert (got["low"], got["high"]) == (pytest.approx(low), pytest.approx(high))
 
@@ -55,10 +55,25 @@ def test_volume_resampling_widens_the_difference_interval_on_clustered_data():
     base = np.clip(rng.normal(75, 3, size=(60, 1)), 0, 100)
     run = base[:, 0] + 1 + per_volume + rng.normal(0, 0.5, size=60)
     clustered = against_baselines(run, base, VOLUMES, n_resamples=1000)["difference"]
-    flat = against_baselines(run, base, VOLUMES, level="slices", n_resamples=1000)["difference"]
+    resampled = against_baselines(run, base, VOLUMES, n_resamples=1000, method="percentile")
+    flat = against_baselines(run, base, VOLUMES, level="slices", n_resamples=1000,
+                             method="percentile")["difference"]  # fmt: skip
     assert clustered["mean"] == pytest.approx(flat["mean"])
     assert (clustered["resampled"], flat["resampled"]) == ("volumes+slices", "slices")
-    assert clustered["high"] - clustered["low"] > 2 * (flat["high"] - flat["low"])
+    for wide in (clustered, resampled["difference"]):
+        assert wide["high"] - wide["low"] > 2 * (flat["high"] - flat["low"])
+    assert "cluster-robust" in clustered["interval"] and "percentile" in flat["interval"]
+
+
+def test_a_tie_with_a_baseline_does_not_count_in_the_runs_favour():
+    """Run and one baseline score the same on every slice: they share rank 1.5 of 3
+    (scipy's average ranks), in the observed ranking and in every resample."""
+    rng = np.random.default_rng(2)
+    better = rng.uniform(60, 80, 60)
+    d = np.column_stack([better, better, better - 10])
+    got = rank_interval(d, VOLUMES, n_resamples=100)
+    assert got["rank"] == sps.rankdata(-d.mean(axis=0), method="average")[0] == 1.5
+    assert (got["low"], got["high"]) == (1.5, 1.5)
 
 
 def test_difference_and_holm_p_match_scipy_and_statsmodels():

@@ -164,14 +164,14 @@ def test_table2_layout_and_summary_rows():
         ("random", "lung-segmentation", "specificity"),
         ("random", "lung-segmentation", "dice"),
     ]
-    assert list(t.columns[-2:]) == [("", "", "parameters_m"), ("", "", "seconds_per_epoch")]
+    assert list(t.columns[-2:]) == [("", "", "parameters_m"), ("", "", "train_seconds_per_epoch")]
     assert len(t.columns) == 2 * 2 * 3 + 2
     dice = ("imagenet", "lesion-segmentation-a", "dice")
     assert t.loc[("fpn", "resnet18"), dice] == 94.0
     assert t.loc[("unet", "mean"), dice] == 92.0
     assert t.loc[("unet", "std"), dice] == pytest.approx(np.std([91.0, 93.0], ddof=1))
     assert t.loc[("fpn", "vgg11"), ("", "", "parameters_m")] == 18.0
-    assert t.loc[("unet", "mean"), ("", "", "seconds_per_epoch")] == 3.0
+    assert t.loc[("unet", "mean"), ("", "", "train_seconds_per_epoch")] == 3.0
 
 
 def test_table2_bold_marks_best_model_per_metric_column():
@@ -328,6 +328,48 @@ def test_compare_errors_are_one_sentence(db):
         result = cli(*args, "--db", db["url"])
         assert result.exit_code == 1, (args, result.output)
         assert len(result.stderr.strip().splitlines()) == 1 and expected in result.stderr, args
+
+
+def test_compare_refuses_runs_of_other_experiments_sizes_or_protocols(tmp_path):
+    """`compare A B` and `compare --run X --against S` say in one sentence what differs
+    (worker.results.identity.comparable) instead of testing 828 "shared" slices."""
+    from db import jobs, migrate
+    from db.session import session_scope
+
+    url = f"sqlite:///{tmp_path / 'segbench.db'}"
+    migrate.upgrade(url)
+    made = [("lung", "lung-segmentation", PROTOCOL),
+            ("lesion-b", "lesion-segmentation-b", Protocol(epochs=2, image_size=128)),
+            ("lung-longer", "lung-segmentation", Protocol(epochs=3, image_size=64))]  # fmt: skip
+    ids = []
+    with session_scope(url) as session:
+        for sweep, experiment, protocol in made:
+            [run_id] = jobs.submit(session, specs=[RunSpec(experiment, "unet", "resnet18",
+                                   "random")], protocol=protocol, sweep=sweep, data_dir="d",
+                                   dataset=DATASET)  # fmt: skip
+            c = slice_counts(run_id)
+            jobs.claim(session, run_id=run_id, worker="pytest")
+            jobs.finish(session, run_id=run_id, outcome=RunOutcome(
+                test=protocol_module_result(c), best_epoch=1, best_val_loss=0.3,
+                parameters_m=1.0, train_seconds_per_epoch=1.0, val_seconds_per_epoch=0.1,
+                checkpoint_dir="x", checkpoint_sha256="0" * 64))  # fmt: skip
+            ids.append(run_id)
+    lung, lesion, longer = ids
+    for args, words in (
+        ([str(lung), str(lesion)], ["experiment (lung-segmentation vs lesion-segmentation-b)",
+                                    "image size (64 px vs 128 px)", "protocol"]),
+        ([str(lung), str(longer)], ["differ in protocol (2 epochs vs 3 epochs, "]),
+        (["--run", str(lung), "--against", "lung-longer"], ["protocol (2 epochs vs 3 epochs"]),
+    ):  # fmt: skip
+        out = cli("compare", *args, "--db", url)
+        assert out.exit_code == 1, out.output
+        assert len(out.stderr.strip().splitlines()) == 1
+        assert all(w in out.stderr for w in words), out.stderr
+
+
+def protocol_module_result(c: np.ndarray) -> protocol.TestResult:
+    slices = [SliceCounts(i, i // 8, i % 8, *map(int, row)) for i, row in enumerate(c)]
+    return protocol.TestResult(slices=slices, metric_mode="standard", **summarize(c, "standard"))
 
 
 # ------------------------------------------------------------------ figures and meshes

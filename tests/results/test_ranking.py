@@ -9,7 +9,7 @@ import pytest
 import scikit_posthocs as sp
 from scipy import stats as sps
 
-from worker.results import bootstrap, ranking
+from worker.results import bootstrap, intervals, ranking
 
 
 def clustered(rng, volumes=12, slices=20, mean=0.7, between=0.1, within=0.1):
@@ -156,7 +156,7 @@ def test_holm_matches_statsmodels_multipletests():
     np.testing.assert_allclose(holm(p), multipletests(p, method="holm")[1])
 
 
-def test_compare_counts_uses_the_hierarchical_bootstrap():
+def test_compare_counts_uses_the_cluster_t_or_the_hierarchical_bootstrap():
     from worker.results.stats import compare_counts
 
     rng = np.random.default_rng(9)
@@ -166,11 +166,37 @@ def test_compare_counts_uses_the_hierarchical_bootstrap():
     b = a.copy()
     b[:, 1] += 5
     volumes = np.repeat([0, 1, 2], 20)
-    out = compare_counts(a, b, volumes, n_resamples=300)
+    out = compare_counts(a, b, volumes, n_resamples=300, method="percentile")
     assert out["resampled"] == "volumes+slices"
     assert out["a"]["dice"]["resampled"] == "volumes+slices"
     da = 100 * (2 * a[:, 0] / (2 * a[:, 0] + a[:, 1] + a[:, 2]))
     db = 100 * (2 * b[:, 0] / (2 * b[:, 0] + b[:, 1] + b[:, 2]))
     ref = bootstrap.paired_difference(da, db, volumes, n_resamples=300)
     assert out["difference"]["low"] == pytest.approx(ref["low"])
+    assert out["difference"]["p_bootstrap"] == ref["p_bootstrap"]
     assert out["wilcoxon"]["assumes"] == "independent slices"
+    default = compare_counts(a, b, volumes, n_resamples=300)
+    t = intervals.cluster_t(da - db, volumes, bounds=(-100, 100))
+    assert (default["difference"]["low"], default["difference"]["high"]) == pytest.approx(
+        (float(t["low"]), float(t["high"]))
+    )
+    assert "cluster-robust t" in default["interval"] and "approximate" in default["interval"]
+
+
+def test_iman_davenport_with_blocks_that_all_agree_is_their_exact_probability():
+    """2 blocks ranking 4 treatments alike: F is infinite, and p is not 0 but the share
+    of the 4! rankings of the second block that agree as much, counted by brute force
+    over every permutation (1/24)."""
+    import itertools
+
+    first = np.array([0.9, 0.8, 0.7, 0.6])
+    out = ranking.friedman(np.vstack([first, first - 0.1]))
+    assert out["iman_davenport"] == float("inf")
+    observed = out["statistic"]
+    as_high = sum(
+        ranking.friedman(np.vstack([first, first[list(p)]]))["statistic"] >= observed - 1e-12
+        for p in itertools.permutations(range(4))
+    )
+    assert out["p_iman_davenport"] == pytest.approx(as_high / 24) == pytest.approx(1 / 24)
+    three = ranking.friedman(np.vstack([first, first - 0.1, first[[1, 0, 2, 3]]]))
+    assert 0 < three["p_iman_davenport"] < 1 and np.isfinite(three["iman_davenport"])

@@ -113,7 +113,8 @@ def test_report_markdown_and_latex(trained, tmp_path):
     md = cli("report", "--sweep", SWEEP, "--db", trained["url"], "--resamples", "200")
     assert md.exit_code == 0, md.output
     assert "SYNTHETIC" in md.stdout and "## Ranking stability" in md.stdout
-    assert "| run | experiment | model | Dice (%) |" in md.stdout
+    assert "| run | experiment | model | Sens (%) | Spec (%) | Dice (%) | 95% CI |" in md.stdout
+    assert "cluster-robust t interval" in md.stdout  # the interval's method, named
     out = tmp_path / "report.tex"
     tex = cli("report", "--sweep", SWEEP, "--db", trained["url"], "--format", "latex",
               "--resamples", "200", "--output", str(out))  # fmt: skip

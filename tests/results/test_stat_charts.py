@@ -64,3 +64,24 @@ def test_paper_chart_has_the_papers_twelve_means():
     frame = pd.concat([means.assign(source="paper"), means.assign(source="this database")])
     s = spec(stat_charts.paper_chart(frame))
     assert s["facet"]["column"]["field"] == "experiment"
+
+
+def test_metric_tables_show_dashes_coverage_and_the_best_complete_value():
+    """worker.results.styles: an en dash for a missing value (never "None" or "nan"),
+    "(k/n)" after a mean that covers k of n volumes, which is never marked best."""
+    from db import metrics as registry
+    from worker.results.styles import BEST_STYLE, metric_styler
+
+    rows = pd.DataFrame(
+        {"dice": [90.0, None, 80.0, 85.0], "hd95": [4.0, None, 1.0, 5.0],
+         "hd95_volumes": [3, None, 2, 3], "test_volumes": [3, None, 3, 3]}
+    )  # fmt: skip
+    shown = pd.DataFrame({"Dice (%)": rows["dice"], "HD95 (mm)": rows["hd95"]})
+    metrics = (registry.get("dice"), registry.get("hd95"))
+    html = metric_styler(shown, rows, metrics).to_html()
+    assert "None" not in html and "nan" not in html and html.count("–") == 2
+    assert "1.00 (2/3)" in html and "90.00" in html
+    styles = metric_styler(shown, rows, metrics)._compute().ctx
+    best = BEST_STYLE.split(";")[0].split(":")[1].strip()
+    assert any(best in v for _, v in styles[(0, 1)])  # 4.0 over 3 volumes: the best HD95
+    assert not any(best in v for _, v in styles.get((2, 1), []))  # 1.0 covers 2 of 3

@@ -50,33 +50,6 @@ def test_holm_caps_at_one_and_keeps_ties():
     np.testing.assert_allclose(stats.holm([0.2]), [0.2])
 
 
-def test_bootstrap_ci_contains_mean_shrinks_with_n_and_is_seeded():
-    rng = np.random.default_rng(0)
-    small = rng.uniform(0, 1, size=30)
-    large = rng.uniform(0, 1, size=3000)
-    lo_s, hi_s = stats.bootstrap_ci(small)
-    lo_l, hi_l = stats.bootstrap_ci(large)
-    assert lo_s < small.mean() < hi_s
-    assert lo_l < large.mean() < hi_l
-    assert (hi_l - lo_l) < (hi_s - lo_s) / 5
-    assert stats.bootstrap_ci(small, seed=3) == stats.bootstrap_ci(small, seed=3)
-    assert stats.bootstrap_ci(small, seed=3) != stats.bootstrap_ci(small, seed=4)
-
-
-def test_bootstrap_ci_close_to_scipy_percentile_bootstrap():
-    x = np.random.default_rng(2).normal(0.8, 0.1, size=200)
-    lo, hi = stats.bootstrap_ci(x, n_resamples=4000)
-    ref = sps.bootstrap((x,), np.mean, n_resamples=4000, method="percentile", rng=0)
-    assert lo == pytest.approx(ref.confidence_interval.low, abs=0.004)
-    assert hi == pytest.approx(ref.confidence_interval.high, abs=0.004)
-
-
-def test_bootstrap_constant_and_empty():
-    assert stats.bootstrap_ci([0.5] * 10) == (0.5, 0.5)
-    lo, hi = stats.bootstrap_ci([])
-    assert np.isnan(lo) and np.isnan(hi)
-
-
 COUNTS = np.array(
     [
         # tp, fp, fn, tn      volume

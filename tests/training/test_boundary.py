@@ -170,9 +170,31 @@ def test_empty_mask_conventions():
     for mode in ("surface-area", "border-voxel"):
         both = boundary_metrics(empty, empty, S, mode=mode)
         assert (both["dice"], both["nsd"], both["hd95"]) == (1.0, 1.0, 0.0)
+        assert not both["missed"]
+        # exactly one mask empty: HD95 is the volume's diagonal (10 voxels of S mm along
+        # each axis), the farthest two points of the volume can be
+        diagonal = math.sqrt(sum((10 * s) ** 2 for s in S))
         for t, p in ((full, empty), (empty, full)):
             one = boundary_metrics(t, p, S, mode=mode)
-            assert one["dice"] == 0.0 and one["nsd"] == 0.0 and math.isnan(one["hd95"])
+            assert one["dice"] == 0.0 and one["nsd"] == 0.0 and one["missed"]
+            assert one["hd95"] == pytest.approx(diagonal, rel=1e-12)
+            assert hd95(t, p, S, mode=mode) == one["hd95"]
+
+
+def test_a_missed_volume_scores_worse_than_any_wrong_blob():
+    """No HD95 of two non-empty masks in a volume exceeds the diagonal: checked against
+    the farthest-apart blobs the volume holds (opposite corners), in both modes."""
+    shape = (6, 9, 12)
+    truth = np.zeros(shape, bool)
+    truth[0, 0, 0] = True
+    blob = np.zeros(shape, bool)
+    blob[-1, -1, -1] = True
+    for mode in ("surface-area", "border-voxel"):
+        wrong = boundary_metrics(truth, blob, S, mode=mode)["hd95"]
+        missed = boundary_metrics(truth, np.zeros(shape, bool), S, mode=mode)["hd95"]
+        diagonal = math.sqrt(sum((n * s) ** 2 for n, s in zip(shape, S, strict=True)))
+        assert missed == pytest.approx(diagonal)
+        assert 0 < wrong <= missed
 
 
 def test_border_counts_the_volume_edge_as_background():

@@ -12,8 +12,9 @@ from db.grid import RunSpec
 from db.protocol import Protocol
 from worker import data
 from worker.training import losses, models
-from worker.training.evaluate import evaluate, validation_loss
+from worker.training.evaluate import evaluate
 from worker.training.recorder import Recorder
+from worker.training.steps import validation_loss
 from worker.training.trainer import TrainSpec, fit
 
 RUN = RunSpec("lung-segmentation", "unet", "resnet18", "random")

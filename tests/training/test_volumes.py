@@ -19,7 +19,7 @@ from worker import data
 from worker.data.dataset import Split
 from worker.training.boundary import boundary_metrics
 from worker.training.evaluate import evaluate
-from worker.training.volumes import VolumeScorer, volume_ranges
+from worker.training.volumes import VolumeScorer, volume_ranges, volume_summary
 
 
 class Threshold(torch.nn.Module):
@@ -96,11 +96,15 @@ def test_empty_volumes_and_a_gap_between_slices():
     counts = np.zeros((7, 4), np.int64)
     counts[3:5, 2] = 9  # the target's voxels, all missed
     got = {v.volume: v for v in scorer.results(counts)}
-    # both empty: Dice 100, NSD 100, HD95 0; reference only: Dice 0, NSD 0, HD95
-    # undefined (None); slices 0 and 5 are not neighbours: no 3-D surface, no NSD/HD95.
+    # both empty: Dice 100, NSD 100, HD95 0; reference only (a missed volume): Dice 0,
+    # NSD 0, HD95 the volume's diagonal, by hand: 2 slices of 2 mm, 8 x 8 of 1 mm ->
+    # sqrt(4^2 + 8^2 + 8^2) = 12 mm; slices 0 and 5 are not neighbours: no 3-D surface,
+    # no NSD/HD95.
     assert (got[0].dice, got[0].nsd, got[0].hd95) == (100.0, 100.0, 0.0)
-    assert (got[1].dice, got[1].nsd, got[1].hd95) == (0.0, 0.0, None)
+    assert (got[1].dice, got[1].nsd, got[1].hd95) == (0.0, 0.0, 12.0)
     assert (got[2].slices, got[2].dice, got[2].nsd, got[2].hd95) == (2, 100.0, None, None)
+    summary = volume_summary(list(got.values()))
+    assert summary == {"nsd": 50.0, "nsd_volumes": 2, "hd95": 6.0, "hd95_volumes": 2}
 
 
 def test_a_volume_split_in_two_places_is_refused():

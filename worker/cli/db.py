@@ -9,9 +9,11 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from db import metrics as registry
 from db import migrate, queries
 from db.errors import check_choice
 from db.grid import SHORT_EXPERIMENT
+from db.metrics import Metric
 from db.models import RUN_STATUSES
 from db.session import redact, session_scope
 from worker.cli.app import app
@@ -26,6 +28,7 @@ from worker.cli.options import (
     print_json,
     user_errors,
 )
+from worker.cli.workers import eta_line, progress_line
 
 db_app = typer.Typer(help="The database schema (Alembic migrations).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
@@ -38,14 +41,6 @@ def upgrade(db: DbOpt = None) -> None:
     with user_errors():
         migrate.upgrade(url)
     typer.echo(f"Database {redact(url)} is at schema revision {migrate.head_revision()}.", err=True)
-
-
-def _cell(value: object, digits: int = 2) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
 
 
 WIDE_COLUMNS = (
@@ -65,6 +60,10 @@ WideOpt = Annotated[
 ]
 
 
+def _metric_header(metric: Metric) -> str:
+    return f"{metric.label} {metric.unit}"
+
+
 # two spaces between columns, none at the edges
 COMPACT = {"box": box.SIMPLE_HEAD, "show_edge": False, "pad_edge": False, "collapse_padding": True}
 
@@ -79,16 +78,29 @@ def _short_table(rows: list[dict], title: str, width: int = 80) -> Table:
     if len(sweeps) == 1 and "sweep" not in title:
         title = f"{title} of sweep {sweeps[0]}"
     table = Table(title=title, **COMPACT)
-    keys = ("id", "sweep", "exp", "arch", "encoder", "init", "status", "epoch", "dice %")
-    rows_cells = [_short_cells(row) for row in rows]
+    dice = registry.get("dice")
+    keys = (
+        "id",
+        "sweep",
+        "exp",
+        "arch",
+        "encoder",
+        "init",
+        "status",
+        "epoch",
+        _metric_header(dice),
+    )
+    rows_cells = [_short_cells(row, dice) for row in rows]
     others = sum(
         max([len(key), *(len(c[i]) for c in rows_cells)]) for i, key in enumerate(keys) if i != 1
     )
     sweep_width = max(6, width - others - 2 * (len(keys) - 1))
-    for key in keys if with_sweep else [k for k in keys if k != "sweep"]:
+    for i, key in enumerate(keys):
+        if key == "sweep" and not with_sweep:
+            continue
         table.add_column(
             key,
-            justify="right" if key in ("id", "epoch", "dice %") else "left",
+            justify="right" if key == "id" or i >= len(keys) - 2 else "left",
             max_width=sweep_width if key == "sweep" else None,
             overflow="ellipsis",
             no_wrap=key == "sweep",
@@ -98,7 +110,7 @@ def _short_table(rows: list[dict], title: str, width: int = 80) -> Table:
     return table
 
 
-def _short_cells(row: dict) -> list[str]:
+def _short_cells(row: dict, dice: Metric) -> list[str]:
     return [
         str(row["id"]),
         row["sweep"],
@@ -108,16 +120,17 @@ def _short_cells(row: dict) -> list[str]:
         row["init"],
         row["status"],
         f"{row['epoch']}/{row['epochs']}",
-        _cell(row["dice"]),
+        dice.fmt(row["dice"], missing="-"),
     ]
 
 
-def _wide_table(rows: list[dict], title: str) -> Table:
+def _wide_table(rows: list[dict], title: str, values: dict[int, dict]) -> Table:
     table = Table(title=title, **COMPACT)
     for key in WIDE_COLUMNS:
         table.add_column(key, justify="right" if key in ("id", "seed", "epoch") else "left")
-    for key in ("dice %", "sens %", "spec %", "NSD %", "HD95 mm"):
-        table.add_column(key, justify="right")
+    metrics = registry.select(kind="test", compact=True)
+    for m in metrics:
+        table.add_column(_metric_header(m), justify="right")
     for row in rows:
         table.add_row(
             str(row["id"]),
@@ -130,11 +143,7 @@ def _wide_table(rows: list[dict], title: str) -> Table:
             row["train_precision"],
             row["status"],
             f"{row['epoch']}/{row['epochs']}",
-            _cell(row["dice"]),
-            _cell(row["sensitivity"]),
-            _cell(row["specificity"]),
-            _cell(row["nsd"]),
-            _cell(row["hd95"]),
+            *(m.cell(values.get(row["id"], {}), missing="-") for m in metrics),
         )
     return table
 
@@ -150,37 +159,6 @@ def protocol_lines(rows: list[dict]) -> list[str]:
         f"training, seed(s) {', '.join(map(str, sorted(s['seeds'])))}"
         for name, s in sweeps.items()
     ]
-
-
-def no_worker_line(counts: dict[str, int]) -> str:
-    """What waits for a worker when none is alive: queued runs, or running runs whose
-    worker died (they go back to the queue when their lease expires)."""
-    queued, running = counts.get("queued", 0), counts.get("running", 0)
-    waiting = []
-    if queued:
-        waiting.append(f"{queued} queued run(s) wait for one")
-    if running:
-        waiting.append(
-            f"{running} run(s) marked running go back to the queue when their lease expires"
-        )
-    return f"No worker is alive: {'; '.join(waiting)}; start one with `segbench worker`."
-
-
-def eta_line(eta: dict, counts: dict[str, int]) -> str:
-    """The sweep's time left, from measured seconds per epoch and the live workers."""
-    from worker.cli.workers import duration
-
-    if eta["remaining_epochs"] == 0:
-        return "Nothing left to train."
-    left = f"{eta['remaining_epochs']:,} epoch(s) left"
-    if eta["workers"] == 0:
-        return f"{left}. {no_worker_line(counts)}"
-    if eta["seconds_per_epoch"] is None:
-        return f"{left}; time left: known once an epoch has finished."
-    return (
-        f"{left} at {eta['seconds_per_epoch']:.1f} s per epoch on {eta['workers']} live "
-        f"worker(s) ({eta['slots']} run(s) at once): about {duration(eta['eta_seconds'])} left."
-    )
 
 
 StatusOpt = Annotated[
@@ -220,20 +198,25 @@ def status(
     with user_errors():
         check_statuses(state)
         with session_scope(existing_database_url(db)) as session:
-            rows = queries.status_rows(session, sweep=sweep)
+            rows = [
+                r
+                for r in queries.status_rows(session, sweep=sweep)
+                if (not experiment or r["experiment"] in experiment)
+                and (not state or r["status"] in state)
+            ]
+            ids = [r["id"] for r in rows]
+            values = queries.summary_metrics(session, run_ids=ids) if wide else {}
             counts = queries.queue_counts(session, sweep=sweep)
             eta = queries.sweep_eta(session, sweep=sweep)
-    rows = [
-        r
-        for r in rows
-        if (not experiment or r["experiment"] in experiment) and (not state or r["status"] in state)
-    ]
     if format == "json":
         print_json(rows)
         return
     console = Console()
     title = title_of(sweep, experiment, state)
-    console.print(_wide_table(rows, title) if wide else _short_table(rows, title, console.width))
+    if wide:
+        console.print(_wide_table(rows, title, values))
+    else:
+        console.print(_short_table(rows, title, console.width))
     for line in protocol_lines(rows):
         console.print(line)
     line = "  ".join(f"{name}: {n}" for name, n in counts.items())
@@ -241,4 +224,5 @@ def status(
         line = f"shown: {len(rows)} of {sum(counts.values())} run(s);  {line}"
     console.print(line)
     if counts.get("queued", 0) or counts.get("running", 0):
-        console.print(eta_line(eta, counts))
+        console.print(progress_line(eta))
+        console.print(eta_line(eta))

@@ -94,15 +94,16 @@ def predict(
     )
     if reference is not None:
         r = summary["reference"]
-        hd = "undefined (one mask empty)" if r["hd95"] is None else f"{r['hd95']:.2f} mm"
+        hd = f"{r['hd95']:.2f} mm" + (
+            " (one mask empty: the volume's diagonal)" if r["missed"] else ""
+        )
         typer.echo(
             f"against {reference}: Dice {r['dice']:.2f}%, NSD@{tolerance_mm:g}mm "
-            f"{r['nsd']:.2f}%, HD95 {hd} ({r['boundary_mode']} surfaces)"
+            f"{r['nsd']:.2f}%, HD95 {hd} ({r['boundary_mode']} surfaces), {r['resolution']}"
         )
 
 
 def _against_reference(output: Path, reference: Path, tolerance_mm: float, mode: str) -> dict:
-    import math
 
     import nibabel as nib
     import numpy as np
@@ -126,14 +127,18 @@ def _against_reference(output: Path, reference: Path, tolerance_mm: float, mode:
     spacing = [float(z) for z in pred_img.header.get_zooms()[:3]]
     metrics = boundary_metrics(truth, pred, spacing, tolerance_mm, mode)
     # Percent, like every Dice segbench reports (train, status, the dashboard).
-    hd95 = metrics["hd95"]
+    shape = " x ".join(map(str, truth.shape))
+    mm = " x ".join(f"{s:g}" for s in spacing)
     return {
         "dice": 100 * metrics["dice"],
         "nsd": 100 * metrics["nsd"],
-        "hd95": hd95 if math.isfinite(hd95) else None,  # None: exactly one mask is empty
+        "hd95": metrics["hd95"],  # the volume's diagonal where exactly one mask is empty
+        "missed": metrics["missed"],
         "tolerance_mm": metrics["tolerance_mm"],
         "boundary_mode": mode,
         "units": {"dice": "percent", "nsd": "percent", "hd95": "mm"},
+        "resolution": f"scored at the input's resolution ({shape} voxels of {mm} mm), not at "
+        "the model's image size at which a run's stored test metrics are computed",
     }
 
 

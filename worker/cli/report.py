@@ -9,9 +9,11 @@ from typing import Annotated
 
 import typer
 
+from db.metrics import BOOTSTRAP_RESAMPLES, INTERVAL_METHOD
 from db.session import session_scope
 from worker.cli.app import app
 from worker.cli.options import DbOpt, check_format, existing_database_url, print_json, user_errors
+from worker.cli.results import IntervalOpt
 
 
 @app.command()
@@ -25,13 +27,15 @@ def report(
     top: Annotated[
         int, typer.Option(help="Pairwise comparisons among the TOP best runs of each experiment.")
     ] = 10,
-    resamples: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 2000,
+    resamples: Annotated[int, typer.Option(help="Bootstrap resamples.")] = BOOTSTRAP_RESAMPLES,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+    interval: IntervalOpt = INTERVAL_METHOD,
     output: Annotated[Path | None, typer.Option(help="Write here instead of stdout.")] = None,
     db: DbOpt = None,
 ) -> None:
-    """The whole report of one sweep: per run Dice with a hierarchical bootstrap 95% CI
-    (test volumes, then slices), NSD, HD95 and per-volume metrics; each run's median
+    """The whole report of one sweep: per run Dice with an approximate 95% CI (--interval:
+    cluster-robust t over test volumes, or the hierarchical bootstrap), every metric of
+    the registry, NSD, HD95 and per-volume metrics; each run's median
     rank and its interval; paired differences of the best runs with Holm-adjusted
     p-values; Kendall's tau; Friedman + Nemenyi critical differences."""
     from worker.results.report import build_report
@@ -41,8 +45,9 @@ def report(
     with user_errors():
         with session_scope(existing_database_url(db)) as session:
             result = build_report(
-                session, sweep, metric_mode=metric_mode, top=top, n_resamples=resamples, seed=seed
-            )
+                session, sweep, metric_mode=metric_mode, top=top, n_resamples=resamples,
+                seed=seed, interval=interval,
+            )  # fmt: skip
         if format == "json":
             if output is None:
                 print_json(result)

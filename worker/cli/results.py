@@ -12,6 +12,7 @@ import typer
 from db import queries
 from db.errors import check_choice
 from db.grid import EXPERIMENTS, check_name
+from db.metrics import BOOTSTRAP_RESAMPLES, INTERVAL_METHOD, INTERVAL_METHODS, resolution_note
 from db.presets import protocol_line
 from db.protocol import METRIC_MODES
 from db.session import session_scope
@@ -33,6 +34,15 @@ from worker.cli.options import (
     user_errors,
 )
 from worker.cli.views import show_pair, show_sweep
+
+IntervalOpt = Annotated[
+    str,
+    typer.Option(
+        "--interval",
+        help="Intervals of mean Dice: cluster-t (cluster-robust t over test volumes, the "
+        "default) or percentile (hierarchical bootstrap).",
+    ),
+]
 
 export_app = typer.Typer(
     help="Models, Table 2, figures and 3-D meshes out of the results.", no_args_is_help=True
@@ -135,6 +145,8 @@ def export_table(
         for h, p in dict(zip(df["protocol_hash"], df["protocol"], strict=True)).items()
     ]
     notes.append(f"{metric_mode} metrics; {std_note(ddof)}")
+    sizes = sorted({(p or {}).get("image_size") for p in df["protocol"]} - {None})
+    notes.append(resolution_note(sizes[0] if len(sizes) == 1 else None))
     if (df["grid"] != "paper").any():
         notes.append(MARKER_NOTE)
     if df["synthetic"].any():
@@ -194,7 +206,7 @@ def compare(
     experiment: Annotated[
         str | None, typer.Option(help="Experiment (with --sweep).", callback=one_experiment)
     ] = None,
-    resamples: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 2000,
+    resamples: Annotated[int, typer.Option(help="Bootstrap resamples.")] = BOOTSTRAP_RESAMPLES,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
     run: Annotated[
         int | None, typer.Option("--run", help="One run against the baselines of --against.")
@@ -205,18 +217,21 @@ def compare(
     all_baselines: Annotated[
         bool, typer.Option("--all-baselines", help="Not only the paper's grid cells.")
     ] = False,
+    interval: IntervalOpt = INTERVAL_METHOD,
     db: DbOpt = None,
     format: FormatOpt = "table",
 ) -> None:
     """Compare two runs, or every pair of a sweep's runs, on their shared test slices;
     or (--run ID --against SWEEP) one run's rank among a sweep's baselines.
 
-    Two runs: mean Dice with bootstrap 95% CI, paired Wilcoxon signed-rank p-value,
-    per-volume (3-D) Dice, both metric modes. A sweep: all pairs of one experiment,
-    p-values Holm-corrected."""
+    Two runs (of the same experiment, image size, protocol and test data): mean Dice
+    with a 95% CI (--interval: cluster-t over test volumes, or the percentile
+    bootstrap), paired Wilcoxon signed-rank p-value, per-volume (3-D) Dice, both
+    metric modes. A sweep: all pairs of one experiment, p-values Holm-corrected."""
     check_format(format)
+    check_choice("interval method", interval, INTERVAL_METHODS)
     if run is not None or against is not None:
-        return _against(run, against, not all_baselines, resamples, seed, db, format)
+        return _against(run, against, not all_baselines, resamples, seed, db, format, interval)
     if bool(runs) == bool(sweep):
         fail("Give two run ids (segbench compare RUN_A RUN_B) or --sweep NAME --experiment E.")
     if runs and len(runs) != 2:
@@ -226,26 +241,28 @@ def compare(
     from worker.results.compare import compare_runs, compare_sweep
 
     with user_errors(), session_scope(existing_database_url(db)) as session:
+        draws = {"n_resamples": resamples, "seed": seed, "method": interval}
         if runs:
-            result = compare_runs(session, runs[0], runs[1], n_resamples=resamples, seed=seed)
+            result = compare_runs(session, runs[0], runs[1], **draws)
         else:
             check_name("experiment", experiment, EXPERIMENTS)
-            result = compare_sweep(session, sweep, experiment, n_resamples=resamples, seed=seed)
+            result = compare_sweep(session, sweep, experiment, **draws)
     if format == "json":
         print_json(result)
         return
     (show_pair if runs else show_sweep)(result)
 
 
-def _against(run, against, paper_only, resamples, seed, db, format) -> None:
+def _against(run, against, paper_only, resamples, seed, db, format, interval) -> None:
     if run is None or against is None:
         fail("Give both --run ID and --against SWEEP.")
     from worker.results.baselines import compare_to_baselines, describe
 
     with user_errors(), session_scope(existing_database_url(db)) as session:
         result = compare_to_baselines(
-            session, run, against, paper_only=paper_only, n_resamples=resamples, seed=seed
-        )
+            session, run, against, paper_only=paper_only, n_resamples=resamples, seed=seed,
+            method=interval,
+        )  # fmt: skip
     if format == "json":
         print_json(result)
     else:

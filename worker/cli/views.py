@@ -5,13 +5,16 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from db.metrics import resolution_note
+from worker.results import formats as fmt
+
 
 def _ci(d: dict) -> str:
-    return f"{d['mean']:.2f} [{d['low']:.2f}, {d['high']:.2f}]"
+    return f"{d['mean']:.2f} {fmt.interval([d['low'], d['high']])}"
 
 
-def _p(p: float) -> str:
-    return f"{p:.2e}" if p < 1e-3 else f"{p:.4f}"
+def _p(p: float | None) -> str:
+    return fmt.p_value(p)
 
 
 def show_pair(result: dict) -> None:
@@ -21,8 +24,8 @@ def show_pair(result: dict) -> None:
     if a["synthetic"] or b["synthetic"]:
         console.print("[bold red]SYNTHETIC data: not a result on real CT[/]")
     table = Table(
-        title=f"{result['slices']} shared test slices, {result['mode']} mode (%); 95% CIs "
-        f"resampling {result['resampled']}"
+        title=f"{result['slices']} shared test slices at {result['image_size']} px, "
+        f"{result['mode']} mode (%); 95% CIs: {result['interval']}"
     )
     table.add_column("")
     for r in (a, b):
@@ -49,12 +52,19 @@ def show_pair(result: dict) -> None:
         str(b["modes"]["empty_truth"]["with_false_positives"]),
     )
     console.print(table)
-    w = result["wilcoxon"]
+    w, d = result["wilcoxon"], result["difference"]
+    t = f"cluster t p = {_p(d['p_t'])}; " if d.get("p_t") is not None else ""
     console.print(
-        f"Dice difference A - B: {_ci(result['difference'])} points (paired bootstrap p = "
-        f"{_p(result['difference']['p_bootstrap'])}); paired Wilcoxon signed-rank p = "
-        f"{_p(w['p_value'])} (n = {w['n']} non-zero differences; assumes independent slices)"
+        f"Dice difference A - B: {_ci(d)} points ({t}paired bootstrap p "
+        f"{_bootstrap_p(d)}); paired Wilcoxon signed-rank p = {_p(w['p_value'])} (n = "
+        f"{w['n']} non-zero differences; assumes independent slices)"
     )
+    console.print(resolution_note(result["image_size"]))
+
+
+def _bootstrap_p(d: dict) -> str:
+    text = fmt.bootstrap_p(d["p_bootstrap"], d["n_resamples"])
+    return text if text.startswith("<") else f"= {text}"
 
 
 def show_sweep(result: dict) -> None:
@@ -62,8 +72,8 @@ def show_sweep(result: dict) -> None:
     console = Console()
     names = {m["id"]: m["name"] for m in result["models"]}
     models = Table(
-        title=f"{result['experiment']} in sweep {result['sweep']}: mean Dice (%), 95% CI "
-        f"resampling {result['resampled']}"
+        title=f"{result['experiment']} in sweep {result['sweep']} at {result['image_size']} "
+        f"px: mean Dice (%), 95% CI: {result['interval']}"
     )
     for col in ("run", "model", "mean Dice [95% CI]"):
         models.add_column(col)

@@ -38,6 +38,41 @@ def duration(seconds: float | None) -> str:
     return f"{days} d {hours} h"
 
 
+def eta_line(eta: dict) -> str:
+    """The time left (db.queries.sweep_eta): the one the Live page shows too."""
+    if eta["remaining_epochs"] == 0:
+        return "Nothing left to train."
+    left = f"{eta['remaining_epochs']:,} epoch(s) left"
+    if eta["workers"] == 0:
+        return f"{left}. {no_worker_line(eta['counts'])}"
+    if eta["seconds_per_epoch"] is None:
+        return f"{left}; time left: known once an epoch has finished."
+    per_epoch = eta["seconds_per_epoch"]
+    digits = 2 if per_epoch < 10 else 1
+    return (
+        f"{left} at {per_epoch:.{digits}f} s per epoch on {eta['workers']} live "
+        f"worker(s) ({eta['slots']} run(s) at once): about {duration(eta['eta_seconds'])} left."
+    )
+
+
+def no_worker_line(counts: dict[str, int]) -> str:
+    """What waits for a worker when none is alive: queued runs, and runs marked running
+    whose worker died (they go back to the queue when their lease expires)."""
+    queued, running = counts.get("queued", 0), counts.get("running", 0)
+    waiting = [f"{queued} queued run(s) wait for one"] if queued else []
+    if running:
+        waiting.append(
+            f"{running} run(s) marked running go back to the queue when their lease expires"
+        )
+    return f"No worker is alive: {'; '.join(waiting)}; start one with `segbench worker`."
+
+
+def progress_line(eta: dict) -> str:
+    """Runs done (succeeded or failed) of those that will train (cancelled ones do not)."""
+    line = f"{eta['done']} of {eta['total']} run(s) done (succeeded or failed)"
+    return line + (f"; {eta['cancelled']} cancelled, not counted." if eta["cancelled"] else ".")
+
+
 def gpu_text(row: dict) -> str:
     if not row.get("gpu_name"):
         return row["device"]
@@ -47,7 +82,8 @@ def gpu_text(row: dict) -> str:
 
 @app.command("workers")
 def workers(db: DbOpt = None, format: FormatOpt = "table") -> None:
-    """The live workers: host, pid, device and GPU, concurrency, age, last heartbeat, runs."""
+    """The live workers: host, pid, device and GPU, concurrency, age, last heartbeat, runs;
+    then the time left of every sweep (as the Live page and `segbench status` say it)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -56,6 +92,7 @@ def workers(db: DbOpt = None, format: FormatOpt = "table") -> None:
     check_format(format)
     with user_errors(), session_scope(database_url(db)) as session:
         rows = queries.live_workers(session)
+        eta = queries.sweep_eta(session)
     if format == "json":
         print_json(
             [
@@ -85,4 +122,7 @@ def workers(db: DbOpt = None, format: FormatOpt = "table") -> None:
             f"{since(r['heartbeat_at'], now)} ago",
             ", ".join(f"#{i}" for i in r["current_runs"]) or "idle",
         )
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    if eta["remaining_epochs"]:
+        console.print(f"All sweeps: {progress_line(eta)} {eta_line(eta)}")

@@ -140,6 +140,14 @@ def _label_problem(rel: str, arr: np.ndarray, role: str, layout: Layout) -> str 
     return f"{rel}: {role} mask has value(s) {seen}; expected {expected}."
 
 
+def _resize_mask(labels, binary: np.ndarray, rows: slice, size: int, pil: bool) -> np.ndarray:
+    """Slices ``rows`` of a mask resized to ``size``: nearest on the 0/1 mask, or (pil) as
+    the authors' 2020 code did, on the stored labels (preprocess.resize_mask_pil)."""
+    if pil:
+        return resize_mask_pil(slices_of(labels)[rows], size)
+    return resize_nearest(binary[rows], size)
+
+
 def scan(
     layout: Layout, image_size: int | None, test_resize: str = "standard"
 ) -> tuple[list[str], dict]:
@@ -210,14 +218,15 @@ def scan(
             empty = np.zeros((k, image_size, image_size), np.uint8)
             pil = test_resize == "pil-antialias" and layout.entries[i].split == "test"
             resize_image = resize_pil_antialias if pil else resize_bilinear
-            resize_mask = resize_mask_pil if pil else resize_nearest
             image = resize_image(hu[start:stop], image_size)
             image -= HU_MEAN  # in place: the paper's normalisation without a copy
             image /= HU_STD
             parts[i] = {
                 "image": image,
                 **{
-                    r: empty if b is None else resize_mask(b[start:stop], image_size)
+                    r: empty
+                    if b is None
+                    else _resize_mask(masks[r], b, slice(start, stop), image_size, pil)
                     for r, b in binary.items()
                 },
                 "volume": np.full(k, layout.entries[i].volume, np.int64),

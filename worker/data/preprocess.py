@@ -5,6 +5,7 @@ lung-masked input of lesion-segmentation-b. Pure numpy, used by training and by
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image
 
 HU_MEAN, HU_STD = -500.0, 500.0  # normalisation of the paper: (HU - mean) / std
 
@@ -81,10 +82,27 @@ def resize_pil_antialias(stack: np.ndarray, size: int) -> np.ndarray:
     return np.ascontiguousarray((wy @ columns.astype(np.float64)).astype(np.float32))
 
 
-def resize_mask_pil(stack: np.ndarray, size: int) -> np.ndarray:
-    """A binary mask as the authors' code resized it: PIL bilinear on the mask, then a
-    cast to bool (any pixel touched by the mask is in it, so masks grow), as uint8."""
-    return (resize_pil_antialias(np.asarray(stack) != 0, size) > 0).view(np.uint8)
+def resize_mask_pil(labels: np.ndarray, size: int) -> np.ndarray:
+    """Label masks (..., H, W) as the authors' 2020 code resized them, as binary uint8.
+
+    That code made each slice's label mask (lesions 0..3, lungs 0..2, as stored) an
+    8-bit PIL image (``to_pil_image(mask.astype('uint8'))``, mode "L"), resized it with
+    torchvision's default, ``PIL.Image.BILINEAR`` (antialiased: the filter widens when
+    shrinking; Pillow works in 8-bit integers and rounds after each of its two passes,
+    columns then rows), and kept the pixels above 0 (``to_tensor(...).bool()``). So a
+    label-1 region survives where its interpolated value rounds to 1 or more (at least
+    0.5), and a label-3 region spreads further than a label-1 one. Done here with Pillow
+    itself, slice by slice. Labels above 255 are cut to 255 (the 2020 code's uint8 cast
+    would wrap them; the paper's data has none).
+    """
+    a = np.asarray(labels)
+    h, w = a.shape[-2:]
+    flat = np.clip(a.reshape(-1, h, w), 0, 255).astype(np.uint8)
+    out = np.empty((len(flat), size, size), np.uint8)
+    for k, label in enumerate(flat):
+        resized = Image.fromarray(label).resize((size, size), Image.Resampling.BILINEAR)
+        out[k] = np.asarray(resized) > 0
+    return out.reshape(*a.shape[:-2], size, size)
 
 
 def denormalise(images: np.ndarray) -> np.ndarray:

@@ -32,12 +32,11 @@ from db.errors import SegbenchError
 from db.grid import EXPERIMENT_SPECS
 from worker.data.preprocess import normalise_hu, resize_bilinear
 from worker.training.device import resolve_device
-from worker.training.models import load_model
+from worker.training.models import MODEL_FILES, load_model
 
 log = logging.getLogger(__name__)
 
 MAX_IMAGE_SIZE = 2048  # a model folder cannot make predict allocate more
-MODEL_FILES = ("config.json", "segbench.json", "model.safetensors")
 LOWEST_PLAUSIBLE_MIN = -200.0  # CT of a chest contains air (about -1000 HU)
 HU_RANGE = (-10000.0, 40000.0)  # beyond these, values are not Hounsfield units
 

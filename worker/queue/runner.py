@@ -22,7 +22,7 @@ from db.errors import SegbenchError, UnknownRun
 from db.session import session_scope
 from db.settings import get_settings, worker_host
 from worker.data.errors import DataError
-from worker.queue import weights
+from worker.queue import run_log, weights
 from worker.queue.lease import Heartbeat, LeasedRecorder, LeaseLost, with_retries
 from worker.training import custom
 from worker.training.recorder import Cancelled, Recorder, TeeRecorder
@@ -96,11 +96,12 @@ def execute(
     if claimed is None:
         log.info("run %d: nothing to claim (running elsewhere or finished)", run_id)
         return SKIPPED
-    log.info(
-        "run %d (%s) claimed by %s, attempt %d", run_id, claimed.spec.name, worker, claimed.attempts
-    )
     recorder = LeasedRecorder(
         database_url, run_id, worker, settings.lease_seconds, should_stop=should_stop
+    )
+    tail = run_log.attach()  # kept with the run if it fails
+    log.info(
+        "run %d (%s) claimed by %s, attempt %d", run_id, claimed.spec.name, worker, claimed.attempts
     )
     try:
         with Heartbeat(recorder, interval=heartbeat_interval(settings)):
@@ -124,11 +125,17 @@ def execute(
         raise
     except Exception as error:
         reason = failure_reason(error, claimed)
+        why = {"traceback": run_log.traceback_text(error), "log_tail": tail.text()}
         log.exception("run %d failed: %s", run_id, reason)
-        _end(
-            database_url, run_id, worker, lambda s, **kw: jobs.fail(s, run_id=run_id, reason=reason)
-        )
+
+        def failed(session, **_) -> None:
+            jobs.record_failure(session, run_id=run_id, **why)
+            jobs.fail(session, run_id=run_id, reason=reason)
+
+        _end(database_url, run_id, worker, failed)
         return FAILED
+    finally:
+        run_log.detach(tail)
     return SUCCEEDED
 
 
@@ -178,7 +185,9 @@ def _train(claimed, recorder: LeasedRecorder, settings, artifacts_dir, device, r
         artifacts_dir=Path(artifacts_dir or artifact_folder(claimed.run_id, claimed.uid)),
         identity=run_identity(claimed),
     )
-    fit(spec, TeeRecorder(recorder, *recorders) if recorders else recorder)
+    fit(
+        spec, TeeRecorder(recorder, run_log.EpochLog(claimed.run_id, claimed.spec.name), *recorders)
+    )
 
 
 def _end(database_url, run_id: int, worker: str, action) -> None:

@@ -25,8 +25,10 @@ from sqlalchemy.orm import Session
 
 from db import queries
 from db.grid import MARKERS, grid_kind, is_paper, run_name
-from worker.results import bootstrap, stats
+from db.metrics import BOOTSTRAP_RESAMPLES, INTERVAL_METHOD, resolution_note
+from worker.results import bootstrap, formats, intervals, ranking, stats
 from worker.results.frames import ExportError, run_counts
+from worker.results.identity import comparable, identity, run_identity
 
 MARKER_NOTE = "+: an smp model beyond the paper's grid; ◆: a user's own model."
 
@@ -48,7 +50,7 @@ def rank_interval(
     volumes: Sequence[int] | np.ndarray,
     *,
     level: str = "volumes+slices",
-    n_resamples: int = stats.BOOTSTRAP_RESAMPLES,
+    n_resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = 0,
 ) -> dict:
     """Rank of model 0 among the columns of `dice` (slices x models; 1 = highest mean),
@@ -59,11 +61,10 @@ def rank_interval(
 
 
 def _rank_interval(d: np.ndarray, r: bootstrap.Resamples) -> dict:
-    """rank_interval on resamples already drawn."""
-    means = d.mean(axis=0)
-    rank = int(1 + np.sum(means > means[0]))
-    resampled = r.means(d.T)  # resamples x models
-    ranks = 1 + np.sum(resampled > resampled[:, :1], axis=1)
+    """rank_interval on resamples already drawn. Ties share their average rank (a tie
+    with a baseline does not count in the run's favour)."""
+    rank = float(ranking.ranks(d.mean(axis=0))[0])
+    ranks = ranking.ranks(r.means(d.T))[:, 0]  # resamples x models -> the run's rank
     low, high = np.quantile(ranks, [0.025, 0.975])
     return {
         "rank": rank,
@@ -80,11 +81,14 @@ def against_baselines(
     volumes: Sequence[int] | np.ndarray,
     *,
     level: str = "volumes+slices",
-    n_resamples: int = stats.BOOTSTRAP_RESAMPLES,
+    n_resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = 0,
+    method: str = INTERVAL_METHOD,
 ) -> dict:
     """The statistics of the module docstring for one run (slices) and its baselines
-    (slices x baselines), all on the same slices (slice i of test volume volumes[i])."""
+    (slices x baselines), all on the same slices (slice i of test volume volumes[i]);
+    the difference's interval by ``method`` (worker.results.intervals), the rank's from
+    the bootstrap at ``level``."""
     run = np.asarray(run_dice, dtype=np.float64).ravel()
     base = np.asarray(baseline_dice, dtype=np.float64).reshape(len(run), -1)
     tests = [stats.wilcoxon(run, base[:, j]) for j in range(base.shape[1])]
@@ -93,15 +97,18 @@ def against_baselines(
     # one set of resamples for the rank and the difference (the same replicates)
     r = bootstrap.resample_weights(volumes, level=level, n_resamples=n_resamples, seed=seed)
     difference = run - base[:, best]
-    low, high = bootstrap.percentile_interval(r.means(difference))
+    d = intervals.difference_interval(
+        difference, volumes, r.means(difference), method=method, bounds=(-100.0, 100.0)
+    )
     return {
         "rank": _rank_interval(np.column_stack([run, base]), r),
         "best": best,
         "difference": {
             "mean": float(difference.mean()),
-            "low": float(low),
-            "high": float(high),
+            "low": d["low"],
+            "high": d["high"],
             "resampled": r.resampled,
+            "interval": intervals.DESCRIPTIONS[method],
         },
         "wilcoxon": [{**t, "p_holm": float(q)} for t, q in zip(tests, adjusted, strict=True)],
     }
@@ -114,27 +121,31 @@ def compare_to_baselines(
     *,
     paper_only: bool = True,
     mode: str = "standard",
-    n_resamples: int = stats.BOOTSTRAP_RESAMPLES,
+    n_resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = 0,
     alpha: float = 0.05,
+    method: str = INTERVAL_METHOD,
 ) -> dict:
-    """`run_id` against the succeeded runs of `sweep` in its experiment."""
+    """`run_id` against the succeeded runs of `sweep` in its experiment, refused (one
+    sentence) when they are not comparable (worker.results.identity)."""
     run = queries.run_detail(session, run_id=run_id)
     if run["status"] != "succeeded":
         raise ExportError(f"Run {run_id} is {run['status']}; only succeeded runs have results.")
-    candidates = queries.succeeded_runs(session, sweep=sweep, experiment=run["experiment"])
-    baselines = [
+    candidates = [
         r
-        for r in candidates
-        if r["id"] != run_id
-        and r["manifest_hash"] == run["manifest_hash"]
-        and (not paper_only or is_paper(r["architecture"], r["encoder"]))
+        for r in queries.succeeded_runs(session, sweep=sweep, experiment=run["experiment"])
+        if r["id"] != run_id and (not paper_only or is_paper(r["architecture"], r["encoder"]))
     ]
+    own = run_identity(session, run)
+    refused = {r["id"]: comparable(own, identity(r, r["protocol"])) for r in candidates}
+    baselines = [r for r in candidates if refused[r["id"]] is None]
     if not baselines:
+        if candidates:  # the sweep's runs differ from the run: say in what
+            raise ExportError(refused[candidates[0]["id"]])
         which = "paper-grid " if paper_only else ""
         raise ExportError(
-            f"Sweep '{sweep}' has no succeeded {which}{run['experiment']} run on the test data "
-            f"of run {run_id} to compare against."
+            f"Sweep '{sweep}' has no succeeded {which}{run['experiment']} run to compare "
+            f"run {run_id} against."
         )
     ids = [run_id, *(b["id"] for b in baselines)]
     counts = run_counts(session, ids)
@@ -155,11 +166,14 @@ def compare_to_baselines(
     run_dice = dice(run_id)
     base_dice = np.column_stack([dice(b["id"]) for b in baselines])
     volumes = [v for v, _ in order]
-    out = against_baselines(run_dice, base_dice, volumes, n_resamples=n_resamples, seed=seed)
+    out = against_baselines(
+        run_dice, base_dice, volumes, n_resamples=n_resamples, seed=seed, method=method
+    )
     tests = out["wilcoxon"]
     best = baselines[out["best"]]
     return {
         "run": {"id": run_id, "name": run_name(run), "dice": float(run_dice.mean())},
+        "image_size": own["image_size"],
         "sweep": sweep,
         "experiment": run["experiment"],
         "paper_only": paper_only,
@@ -198,15 +212,16 @@ def describe(result: dict) -> str:
         [
             f"run {r['id']} {r['name']}: Dice {r['dice']:.2f}% on {result['slices']} test "
             f"slices ({result['mode']})",
-            f"rank {k['rank']} of {k['of']} among {result['baselines']} {what} of sweep "
-            f"'{result['sweep']}' (95% bootstrap rank interval {k['low']:.0f}-{k['high']:.0f}, "
-            f"{k['resampled']} resampled)",
+            f"rank {k['rank']:g} of {k['of']} among {result['baselines']} {what} of sweep "
+            f"'{result['sweep']}' (ties share their average rank; approximate 95% bootstrap "
+            f"rank interval {k['low']:g}-{k['high']:g}, {k['resampled']} resampled)",
             f"best baseline: run {b['id']} {b['name']}, Dice {b['dice']:.2f}%",
             f"difference to it: {d['mean']:+.2f} points (95% CI {d['low']:+.2f} to "
-            f"{d['high']:+.2f}, {d['resampled']} resampled), Wilcoxon p = "
-            f"{result['p_holm']:.3g} (slices taken as independent; Holm over "
+            f"{d['high']:+.2f}, {d['interval']}), Wilcoxon p = "
+            f"{formats.p_value(result['p_holm'])} (slices taken as independent; Holm over "
             f"{result['baselines']} baselines)",
             f"significantly better than {result['better_than']}, worse than "
             f"{result['worse_than']} of them (Holm-adjusted alpha {result['alpha']})",
+            resolution_note(result.get("image_size")),
         ]
     )

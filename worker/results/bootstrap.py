@@ -21,10 +21,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from db.errors import InvalidInput, check_choice
+from db.metrics import BOOTSTRAP_RESAMPLES
 
 LEVELS = ("volumes+slices", "slices", "volumes")
 ONE_VOLUME = "slices (one test volume)"
-DEFAULT_RESAMPLES = 2000
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ def resample_weights(
     volumes: Sequence[int] | np.ndarray,
     *,
     level: str = "volumes+slices",
-    n_resamples: int = DEFAULT_RESAMPLES,
+    n_resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = 0,
 ) -> Resamples:
     """Slice weights of ``n_resamples`` bootstrap replicates of a test set whose slice i
@@ -108,7 +108,7 @@ def hierarchical_ci(
     volumes: Sequence[int] | np.ndarray,
     *,
     level: str = "volumes+slices",
-    n_resamples: int = DEFAULT_RESAMPLES,
+    n_resamples: int = BOOTSTRAP_RESAMPLES,
     confidence: float = 0.95,
     seed: int = 0,
 ) -> dict:
@@ -126,7 +126,7 @@ def paired_difference(
     volumes: Sequence[int] | np.ndarray,
     *,
     level: str = "volumes+slices",
-    n_resamples: int = DEFAULT_RESAMPLES,
+    n_resamples: int = BOOTSTRAP_RESAMPLES,
     confidence: float = 0.95,
     seed: int = 0,
 ) -> dict:

@@ -1,7 +1,9 @@
 """Altair chart builders: pure functions from DataFrames to charts (no Streamlit, no DB).
 
 Each builder documents the columns it reads. Colours follow one rule: one colour per
-architecture everywhere, in the paper's order.
+architecture everywhere, in the paper's order. Every colour, dash or shade that
+encodes something has a legend, drawn so that it reads on a light and on a dark
+background (no black or white marks of their own).
 """
 
 from __future__ import annotations
@@ -20,6 +22,12 @@ FACET_WIDTH = 180
 HEIGHT = 260
 LABELS_FLAT = alt.Axis(labelAngle=0)
 EPOCH_AXIS = alt.Axis(format="d", tickMinStep=1)
+NEUTRAL = "#8c8c8c"  # a grey that reads on the light and on the dark theme
+# The train / validation legend draws dashed strokes in that grey: its default symbols
+# are black dots, invisible on the dark theme.
+SPLIT_LEGEND = alt.Legend(
+    title="split", symbolType="stroke", symbolStrokeColor=NEUTRAL, symbolStrokeWidth=2
+)
 
 
 def _architecture_colour(title: str = "architecture") -> alt.Color:
@@ -37,25 +45,27 @@ def _long_losses(frame: pd.DataFrame, ids: list[str]) -> pd.DataFrame:
     return long
 
 
-def loss_curves(curves: pd.DataFrame) -> alt.Chart:
-    """Train (solid) and validation (dashed) loss per epoch, one colour per run.
+def loss_curves(curves: pd.DataFrame) -> alt.LayerChart:
+    """Train (solid) and validation (dashed) loss per epoch, one colour per run, a dot
+    at every epoch (a run of one epoch shows too).
 
     Columns: label, epoch, train_loss, val_loss. Missing (NaN) losses leave gaps.
     """
     long = _long_losses(curves[["label", "epoch", "train_loss", "val_loss"]], ["label", "epoch"])
-    return (
-        alt.Chart(long)
-        .mark_line(point=alt.OverlayMarkDef(size=12))
-        .encode(
-            x=alt.X("epoch:Q", title="epoch", axis=EPOCH_AXIS),
-            y=alt.Y("loss:Q", title="loss", scale=alt.Scale(zero=False)),
-            color=alt.Color("label:N", title="run"),
-            strokeDash=alt.StrokeDash("split:N", scale=SPLIT_DASH, title="split"),
-            detail="split:N",
-            tooltip=["label:N", "split:N", "epoch:Q", alt.Tooltip("loss:Q", format=".4f")],
-        )
-        .properties(height=HEIGHT)
+    base = alt.Chart(long).encode(
+        x=alt.X("epoch:Q", title="epoch", axis=EPOCH_AXIS),
+        y=alt.Y("loss:Q", title="loss", scale=alt.Scale(zero=False)),
+        color=alt.Color("label:N", title="run"),
+        tooltip=["label:N", "split:N", "epoch:Q", alt.Tooltip("loss:Q", format=".4f")],
     )
+    # The dots are a layer of their own: a line's point overlay would turn the split
+    # legend into black dots.
+    lines = base.mark_line().encode(
+        strokeDash=alt.StrokeDash("split:N", scale=SPLIT_DASH, legend=SPLIT_LEGEND),
+        detail="split:N",
+    )
+    dots = base.mark_circle(size=14, opacity=1).encode(detail="split:N")
+    return alt.layer(lines, dots).properties(height=HEIGHT)
 
 
 def dice_boxplot(runs: pd.DataFrame) -> alt.FacetChart:
@@ -119,16 +129,20 @@ def dice_vs_parameters(runs: pd.DataFrame, density: pd.DataFrame) -> alt.LayerCh
     )
     if density.empty:
         return alt.layer(points).properties(height=360)
+    # Grey whose opacity grows with the density: empty regions stay transparent, so the
+    # heat map is no bright box on the dark theme.
     background = (
         alt.Chart(density)
-        .mark_rect(opacity=0.8)
+        .mark_rect(color=NEUTRAL)
         .encode(
             x="x:Q",
             x2="x2:Q",
             y="y:Q",
             y2="y2:Q",
-            color=alt.Color(
-                "density:Q", scale=alt.Scale(scheme="greys"), legend=None, title="density"
+            opacity=alt.Opacity(
+                "density:Q",
+                scale=alt.Scale(range=[0.0, 0.7]),
+                legend=alt.Legend(title="density of models (KDE)", format=".2g", tickCount=3),
             ),
         )
     )
@@ -153,16 +167,21 @@ def loss_bands(bands: pd.DataFrame, group: str = "architecture") -> alt.FacetCha
     train_mean, train_std, val_mean, val_std."""
     long = _bands_long(bands, group)
     scale = ARCHITECTURE_SCALE if group == "architecture" else alt.Scale()
-    colour = alt.Color(f"{group}:N", scale=scale, title=group)
+    # One legend for both layers, drawn as opaque strokes (the band's pale symbol would
+    # hardly show); its title says what the line and the shade are.
+    legend = alt.Legend(
+        title=[group, "line: mean", "band: ± 1 std"],
+        symbolType="stroke",
+        symbolOpacity=1,
+        symbolStrokeWidth=2,
+    )
+    colour = alt.Color(f"{group}:N", scale=scale, legend=legend)
     base = alt.Chart().encode(x=alt.X("epoch:Q", title="epoch", axis=EPOCH_AXIS), color=colour)
     band = base.mark_area(opacity=0.18).encode(
-        y=alt.Y("low:Q", title="loss", scale=alt.Scale(zero=False)),
-        y2="high:Q",
-        color=alt.Color(f"{group}:N", legend=None, scale=scale),
+        y=alt.Y("low:Q", title="loss", scale=alt.Scale(zero=False)), y2="high:Q"
     )
     line = base.mark_line().encode(
-        y="mean:Q",
-        tooltip=[f"{group}:N", "epoch:Q", alt.Tooltip("mean:Q", format=".4f")],
+        y="mean:Q", tooltip=[f"{group}:N", "epoch:Q", alt.Tooltip("mean:Q", format=".4f")]
     )
     return (
         alt.layer(band, line, data=long)
@@ -233,6 +252,7 @@ def intensity_histograms(hist: pd.DataFrame) -> alt.FacetChart:
             color=alt.Color(
                 "pixels:N",
                 scale=alt.Scale(domain=["image", "masked"], range=["#4c78a8", "#e45756"]),
+                title="pixels",
             ),
             tooltip=["split:N", "pixels:N", alt.Tooltip("start:Q", format=".2f"), "count:Q"],
         )

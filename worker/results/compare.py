@@ -6,15 +6,24 @@ from sqlalchemy.orm import Session
 
 from db import queries
 from db.grid import run_name
-from worker.results import bootstrap, stats
+from db.metrics import BOOTSTRAP_RESAMPLES, INTERVAL_METHOD
+from worker.results import intervals, stats
 from worker.results.frames import ExportError, run_counts
+from worker.results.identity import comparable, run_identity
 
 
 def compare_runs(
-    session: Session, run_a: int, run_b: int, *, n_resamples: int = 2000, seed: int = 0
+    session: Session,
+    run_a: int,
+    run_b: int,
+    *,
+    n_resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = 0,
+    method: str = INTERVAL_METHOD,
 ) -> dict:
-    """`segbench compare A B`: both runs on the test slices they share."""
-    info = {}
+    """`segbench compare A B`: both runs on the test slices they share; refused (one
+    sentence) unless worker.results.identity.comparable says they may be compared."""
+    info, ident = {}, {}
     for rid in (run_a, run_b):
         run = queries.run_detail(session, run_id=rid)
         if run["status"] != "succeeded":
@@ -28,12 +37,11 @@ def compare_runs(
             "synthetic": bool(run["synthetic"]),
             "manifest_hash": run["manifest_hash"],
         }
+        ident[rid] = run_identity(session, run)
+    reason = comparable(ident[run_a], ident[run_b])
+    if reason:
+        raise ExportError(reason)
     a, b = info[run_a], info[run_b]
-    if a["manifest_hash"] != b["manifest_hash"]:
-        raise ExportError(
-            f"Runs {run_a} and {run_b} were tested on different data (manifest "
-            f"{a['manifest_hash']} vs {b['manifest_hash']}); expected the same test set."
-        )
     counts = run_counts(session, [run_a, run_b])
     ca, cb = counts.get(run_a), counts.get(run_b)
     if ca is None or cb is None:
@@ -47,7 +55,9 @@ def compare_runs(
         shared["volume"].to_numpy(),
         n_resamples=n_resamples,
         seed=seed,
+        method=method,
     )
+    out["image_size"] = ident[run_a]["image_size"]
     out["a"] = {**a, **out["a"]}
     out["b"] = {**b, **out["b"]}
     return out
@@ -59,11 +69,13 @@ def compare_sweep(
     experiment: str,
     *,
     mode: str = "standard",
-    n_resamples: int = 2000,
+    n_resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = 0,
     alpha: float = 0.05,
+    method: str = INTERVAL_METHOD,
 ) -> dict:
-    """All pairs of the succeeded runs of one experiment in a sweep, Holm-corrected."""
+    """All pairs of the succeeded runs of one experiment in a sweep (one protocol, one
+    dataset: comparable by construction), Holm-corrected."""
     runs = queries.succeeded_runs(session, sweep=sweep, experiment=experiment)
     if len(runs) < 2:
         raise ExportError(
@@ -84,7 +96,9 @@ def compare_sweep(
         c = counts[r["id"]].set_index(["volume", "slice"]).loc[sorted(keys)]
         d = 100 * stats.slice_dice(c[["tp", "fp", "fn", "tn"]].to_numpy(), mode)
         dice[r["id"]] = d
-        ci = bootstrap.hierarchical_ci(d, volumes, n_resamples=n_resamples, seed=seed)
+        ci = intervals.mean_interval(
+            d, volumes, method=method, n_resamples=n_resamples, seed=seed, bounds=(0.0, 100.0)
+        )
         models.append({"id": r["id"], "name": run_name(r), "dice": ci})
     models.sort(key=lambda m: -m["dice"]["mean"])
     pairs = []
@@ -103,6 +117,8 @@ def compare_sweep(
         "mode": mode,
         "slices": len(keys),
         "resampled": models[0]["dice"]["resampled"],
+        "interval": models[0]["dice"]["interval"],
+        "image_size": (runs[0]["protocol"] or {}).get("image_size"),
         "wilcoxon_assumes": "independent slices",
         "alpha": alpha,
         "models": models,

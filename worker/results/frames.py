@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 from sqlalchemy.orm import Session
 
+from db import metrics as registry
 from db import queries
 from db.errors import SegbenchError
 from worker.training.metrics import summarize
@@ -19,7 +20,7 @@ class ExportError(SegbenchError, ValueError):
 
 
 SLICE_COLUMNS = ["idx", "volume", "slice", "tp", "fp", "fn", "tn"]
-RESULT_COLUMNS = [
+RUN_COLUMNS = [
     "id",
     "sweep",
     "experiment",
@@ -33,15 +34,15 @@ RESULT_COLUMNS = [
     "synthetic",
     "dataset_name",
     "metric_mode",
-    "sensitivity",
-    "specificity",
-    "dice",
-    "dice_std",
-    "pooled_dice",
-    "parameters_m",
-    "train_seconds_per_epoch",
-    "val_seconds_per_epoch",
+    "test_volumes",
 ]
+
+
+def result_columns() -> list[str]:
+    """The columns of results_frame: the run's keys, then every metric of db.metrics and
+    the test volumes each volume-level mean covers."""
+    coverage = [m.coverage for m in registry.select(level="volume")]
+    return [*RUN_COLUMNS, *(m.name for m in registry.all_metrics()), *coverage]
 
 
 def run_counts(session: Session, run_ids: Sequence[int]) -> dict[int, pd.DataFrame]:
@@ -62,7 +63,7 @@ def results_frame(
     counts, so every row is in the same mode.
     """
     rows = queries.succeeded_runs(session, sweep=sweep, **filters)
-    df = pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    df = pd.DataFrame(rows, columns=result_columns())
     df["synthetic"] = df["synthetic"].astype(bool)
     stale = df.index[df["metric_mode"] != metric_mode]
     if len(stale):

@@ -16,8 +16,8 @@ from db import queries
 from db.grid import run_name
 from worker.data.layout import sha256_file
 from worker.data.preprocess import HU_MEAN, HU_STD
-from worker.inference.predict import MODEL_FILES
 from worker.results.frames import ExportError
+from worker.training.models import MODEL_FILES
 
 log = logging.getLogger(__name__)
 

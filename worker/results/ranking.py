@@ -9,6 +9,7 @@ their average rank.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -89,7 +90,9 @@ def friedman(scores: np.ndarray) -> dict:
     k (k+1)^2 / 4) with R_j the average ranks, divided by the tie correction
     1 - sum(t^3 - t) / (N k (k^2 - 1)); p from chi2 with k - 1 degrees of freedom.
     Also the Iman-Davenport F = (N-1) chi2_F / (N (k-1) - chi2_F) that Demšar
-    recommends, with its p from F(k-1, (k-1)(N-1)).
+    recommends, with its p from F(k-1, (k-1)(N-1)); when every block ranks alike, F is
+    infinite and the p-value given is the exact probability of that agreement,
+    (k!)^-(N-1) without ties (1/24 for 2 blocks of 4 treatments), not 0.
     """
     x = np.asarray(scores, dtype=np.float64)
     if x.ndim != 2 or x.shape[0] < 2 or x.shape[1] < 2:
@@ -116,7 +119,17 @@ def friedman(scores: np.ndarray) -> dict:
         }
     chi2 /= correction
     denominator = n * (k - 1) - chi2
-    f = (n - 1) * chi2 / denominator if denominator > 0 else float("inf")
+    if denominator > 1e-9 * n * (k - 1):
+        f = (n - 1) * chi2 / denominator
+        p_f = float(sps.f.sf(f, k - 1, (k - 1) * (n - 1)))
+    else:
+        # Every block ranks the treatments alike: F is infinite and its p-value 0, which
+        # no test of n blocks can reach. The exact p-value of that agreement, under the
+        # null that each block's ranking is a random arrangement of the first block's
+        # (ties kept), is (number of arrangements) ** -(n - 1).
+        _, tied = np.unique(r[0], return_counts=True)
+        arrangements = math.factorial(k) / math.prod(math.factorial(int(t)) for t in tied)
+        f, p_f = float("inf"), float(arrangements ** -(n - 1))
     return {
         "blocks": n,
         "treatments": k,
@@ -124,7 +137,7 @@ def friedman(scores: np.ndarray) -> dict:
         "statistic": float(chi2),
         "p_value": float(sps.chi2.sf(chi2, k - 1)),
         "iman_davenport": float(f),
-        "p_iman_davenport": float(sps.f.sf(f, k - 1, (k - 1) * (n - 1))),
+        "p_iman_davenport": p_f,
     }
 
 

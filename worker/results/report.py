@@ -18,14 +18,18 @@ import numpy as np
 import pandas as pd
 from sqlalchemy.orm import Session
 
+from db import metrics as registry
 from db import queries
 from db.errors import InvalidInput, check_choice
 from db.grid import ARCHITECTURES, ENCODERS, EXPERIMENTS, grid_kind
+from db.metrics import BOOTSTRAP_RESAMPLES, CONFIDENCE, INTERVAL_METHOD
 from db.protocol import METRIC_MODES
-from worker.results import bootstrap, ranking, stats
+from worker.results import bootstrap, intervals, ranking, stats
 from worker.results.frames import ExportError
+from worker.training.metrics import summarize
 
 DEFAULT_TOP = 10
+PERCENT, POINTS = (0.0, 100.0), (-100.0, 100.0)  # range of a Dice and of a difference
 PAIRWISE_RULE = (
     "pairs of runs of the same experiment among its {top} best by mean Dice; "
     "Holm over every pair listed"
@@ -99,6 +103,7 @@ def _experiment_block(
     n_resamples: int,
     seed: int,
     confidence: float,
+    method: str,
 ) -> dict[str, Any]:
     """Intervals, ranking and pairs of the runs of one experiment."""
     ids = [r["id"] for r in runs if r["id"] in frames]
@@ -115,7 +120,10 @@ def _experiment_block(
     volumes = keys // 65536
     r = bootstrap.resample_weights(volumes, n_resamples=n_resamples, seed=seed)
     means = r.means(x)
-    low, high = bootstrap.percentile_interval(means, confidence)
+    low, high = intervals.interval_of(
+        x, volumes, means, method=method, confidence=confidence, bounds=PERCENT
+    )
+    low, high = np.atleast_1d(low), np.atleast_1d(high)
     ci = {rid: (float(lo), float(hi)) for rid, lo, hi in zip(ids, low, high, strict=True)}
     stability = ranking.rank_stability(x, r, confidence)
     ranked = [
@@ -133,14 +141,17 @@ def _experiment_block(
     pairs = []
     for i, j in itertools.combinations(sorted(order, key=lambda k: -x[k].mean()), 2):
         diff = means[:, i] - means[:, j]
-        lo, hi = bootstrap.percentile_interval(diff, confidence)
+        d = intervals.difference_interval(
+            x[i] - x[j], volumes, diff, method=method, confidence=confidence, bounds=POINTS
+        )
         pairs.append(
             {
                 "a": ids[i],
                 "b": ids[j],
                 "experiment": runs[0]["experiment"],
                 "difference": float((x[i] - x[j]).mean()),
-                "ci": [float(lo), float(hi)],
+                "ci": [d["low"], d["high"]],
+                "p_t": d["p_t"],
                 "p_bootstrap": bootstrap.bootstrap_p(diff),
                 "p_wilcoxon": stats.wilcoxon(x[i], x[j])["p_value"],
             }
@@ -158,6 +169,46 @@ def _experiment_block(
             "tau": ranking.kendall_tau(both["standard"], both["authors-2020"]),
         },
     }
+
+
+UNIT_WORDS = {"%": "percent"}
+
+
+def _run_metrics(run: dict, counts: RunSlices | None, mode: str) -> dict[str, Any]:
+    """Every test metric of db.metrics for one run in ``mode``: recomputed from its
+    stored counts where it has them (count metrics, Dice std, pooled Dice), else as
+    stored when stored in ``mode`` (None otherwise); volume-level means as stored, with
+    the number of volumes each covers (``<name>_volumes``)."""
+    fresh = summarize(counts.counts, mode) if counts is not None else {}
+    out: dict[str, Any] = {}
+    for m in registry.select(kind="test"):
+        if m.name in fresh:
+            out[m.name] = fresh[m.name]
+        elif m.level == "volume" or run["metric_mode"] == mode:
+            out[m.name] = run.get(m.name)
+        else:
+            out[m.name] = None
+        if m.coverage:
+            out[m.coverage] = run.get(m.coverage)
+    return out
+
+
+def _adjust(pairs: list[dict], resolution: float) -> None:
+    """Holm-adjusted p-values of the pairs listed: p_holm (Wilcoxon), p_t_holm (the
+    cluster-t test, where computed) and p_bootstrap_holm. A bootstrap p of 0 only says
+    p < 1 / resamples, so it enters Holm as that bound and its adjusted value is an
+    upper bound (``p_bootstrap_bounded``)."""
+    for key, p_key in (("p_holm", "p_wilcoxon"), ("p_t_holm", "p_t")):
+        if pairs and pairs[0][p_key] is not None:
+            for p, q in zip(pairs, stats.holm([p[p_key] for p in pairs]), strict=True):
+                p[key] = float(q)
+        else:
+            for p in pairs:
+                p[key] = None
+    bounded = [max(p["p_bootstrap"], resolution) for p in pairs]
+    for p, q in zip(pairs, stats.holm(bounded), strict=True):
+        p["p_bootstrap_holm"] = float(q)
+        p["p_bootstrap_bounded"] = p["p_bootstrap"] < resolution
 
 
 def _cd(frame: pd.DataFrame, treatment: str, blocks: list[str], alpha: float) -> dict:
@@ -194,13 +245,15 @@ def build_report(
     *,
     metric_mode: str | None = None,
     top: int = DEFAULT_TOP,
-    n_resamples: int = bootstrap.DEFAULT_RESAMPLES,
+    n_resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = 0,
-    confidence: float = 0.95,
+    confidence: float = CONFIDENCE,
     alpha: float = 0.05,
     with_replicates: bool = False,
+    interval: str = INTERVAL_METHOD,
 ) -> dict[str, Any]:
     """The report of one sweep (see docs/report.md for every key)."""
+    intervals.check_method(interval)
     if top < 2:
         raise InvalidInput(f"--top must be at least 2 (a pair), got {top}.")
     about = queries.sweep_row(session, sweep=sweep)
@@ -225,14 +278,11 @@ def build_report(
             n_resamples=n_resamples,
             seed=seed,
             confidence=confidence,
+            method=interval,
         )
     out_runs = []
     for r in runs:
         c = frames.get(r["id"])
-        if c is not None:
-            dice = 100 * float(stats.slice_dice(c.counts, mode).mean())
-        else:
-            dice = r["dice"] if r["metric_mode"] == mode else None
         vols, source = _volumes(r["id"], stored, c)
         ci = blocks[r["experiment"]]["ci"].get(r["id"])
         out_runs.append(
@@ -245,18 +295,15 @@ def build_report(
                 "grid": grid_kind(r["architecture"], r["encoder"]),
                 "init": r["init"],
                 "seed": r["seed"],
-                "dice": dice,
+                **_run_metrics(r, c, mode),
                 "dice_ci": list(ci) if ci else [None, None],
-                "nsd": r["nsd"],
-                "hd95": r["hd95"],
+                "test_volumes": r["test_volumes"] if r["test_volumes"] is not None else len(vols),
                 "volumes": vols,
                 "volumes_from": source,
             }
         )
     pairs = [p for b in blocks.values() for p in b["pairs"]]
-    for key, p_key in (("p_holm", "p_wilcoxon"), ("p_bootstrap_holm", "p_bootstrap")):
-        for p, q in zip(pairs, stats.holm([p[p_key] for p in pairs]), strict=True):
-            p[key] = float(q)
+    _adjust(pairs, 1.0 / n_resamples)
     frame = pd.DataFrame([r for r in out_runs if r["dice"] is not None])
     cd: list[dict] = []
     if not frame.empty:
@@ -283,9 +330,11 @@ def build_report(
         "dataset": about["dataset_name"],
         "synthetic": bool(about["synthetic"]),
         "metric_mode": mode,
-        "units": {"dice": "percent", "nsd": "percent", "hd95": "mm"},
+        "units": {m.name: UNIT_WORDS.get(m.unit, m.unit) for m in registry.select(kind="test")},
         "confidence": confidence,
+        "interval": {"method": interval, "description": intervals.DESCRIPTIONS[interval]},
         "n_resamples": n_resamples,
+        "p_bootstrap_resolution": 1.0 / n_resamples,
         "bootstrap_seed": seed,
         "resampled": resampled[0] if len(resampled) == 1 else ", ".join(resampled) or None,
         "slices": {x: b["slices"] for x, b in blocks.items()},

@@ -2,124 +2,142 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from db import metrics as registry
 from db.errors import InvalidInput
 from db.grid import MARKERS
+from worker.results import formats as fmt
 from worker.results.baselines import MARKER_NOTE
 
 FORMATS = ("json", "markdown", "latex")
 SYNTHETIC_NOTE = "SYNTHETIC data: these numbers are not results on real CT."
 
 
-def _num(value: Any, decimals: int = 2) -> str:
-    if value is None or (isinstance(value, float) and value != value):
-        return "–"
-    return f"{value:.{decimals}f}"
+def _model(r: dict) -> str:
+    return (
+        f"{MARKERS[r.get('grid', 'paper')]}{r['architecture']} {r['encoder']} "
+        f"{r['init']} s{r['seed']}"
+    )
 
 
-def _interval(pair: list | None, decimals: int = 2) -> str:
-    if not pair or pair[0] is None:
-        return "–"
-    return f"[{_num(pair[0], decimals)}, {_num(pair[1], decimals)}]"
+def _runs_section(report: dict, conf: int) -> tuple[str, str, list[str], list[list[str]]]:
+    shown = registry.select(kind="test", compact=True)
+    header = ["run", "experiment", "model"]
+    for m in shown:
+        header += [m.header, f"{conf}% CI"] if m.name == "dice" else [m.header]
+    rows = []
+    for r in report["runs"]:
+        row = [str(r["id"]), r["experiment"], _model(r)]
+        for m in shown:
+            row.append(m.cell(r))
+            if m.name == "dice":
+                row.append(fmt.interval(r["dice_ci"], m.decimals))
+        rows.append(row)
+    interval = report.get("interval", {}).get("description", "approximate interval")
+    partial = any(m.cell(r) != m.fmt(r.get(m.name)) for r in report["runs"] for m in shown)
+    note = (
+        registry.resolution_note((report.get("protocol") or {}).get("image_size"))
+        + f" Slice-level metrics: mean over test slices ({report['metric_mode']} metrics); "
+        f"Dice {conf}% CI: {interval}. Volume-level metrics: mean over test volumes; a "
+        "volume where exactly one of prediction and reference is empty scores 0 (NSD) "
+        "or its diagonal in mm (HD95)."
+        + (" (k/n): the mean covers k of the run's n test volumes (stored before a missed "
+           "volume was scored)." if partial else "")
+        + (f" {MARKER_NOTE}" if any(r.get("grid", "paper") != "paper" for r in report["runs"])
+           else "")
+    )  # fmt: skip
+    return "Runs", note, header, rows
 
 
-def _p(value: float | None) -> str:
-    if value is None:
-        return "–"
-    return "<0.001" if value < 0.001 else f"{value:.3f}"
+def _pairs_section(report: dict, conf: int) -> tuple[str, str, list[str], list[list[str]]]:
+    pairs = report["pairwise"]
+    b = report["n_resamples"]
+    with_t = any(p.get("p_t_holm") is not None for p in pairs)
+    header = ["a", "b", "difference", f"{conf}% CI"]
+    header += ["p (cluster t, Holm)"] if with_t else []
+    header += ["p (Wilcoxon, Holm)", "p (bootstrap, Holm)"]
+    rows = []
+    for p in pairs:
+        row = [str(p["a"]), str(p["b"]), fmt.number(p["difference"]), fmt.interval(p["ci"])]
+        row += [fmt.p_value(p.get("p_t_holm"))] if with_t else []
+        row += [
+            fmt.p_value(p["p_holm"]),
+            fmt.bootstrap_p(p["p_bootstrap_holm"], b, bounded=p.get("p_bootstrap_bounded")),
+        ]
+        rows.append(row)
+    interval = report.get("interval", {}).get("description", "approximate interval")
+    note = (
+        f"{report['pairwise_rule']}. Difference a - b in Dice points with its {conf}% "
+        f"{interval}."
+        + (" p (cluster t): the test of that interval. " if with_t else " ")
+        + f"p (Wilcoxon): {report['wilcoxon']}. p (bootstrap): the paired hierarchical "
+        f"bootstrap, resolution 1/{b} (≤: an upper bound). All Holm-adjusted over the pairs "
+        "listed."
+    )
+    return "Pairwise comparisons", note, header, rows
 
 
 def sections(report: dict) -> list[tuple[str, str, list[str], list[list[str]]]]:
     """(title, note, header, rows) of every table of the report."""
-    names = {
-        r["id"]: f"{MARKERS[r.get('grid', 'paper')]}{r['architecture']} {r['encoder']} "
-        f"{r['init']} s{r['seed']}"
-        for r in report["runs"]
-    }
-    level = report["resampled"] or "none"
+    names = {r["id"]: _model(r) for r in report["runs"]}
     conf = int(round(100 * report["confidence"]))
+    volume_metrics = registry.select(kind="test", level="volume")
     out = [
         (
-            "Runs",
-            f"Dice: mean over test slices ({report['metric_mode']} metrics), {conf}% interval "
-            f"from a bootstrap resampling {level} ({report['n_resamples']} resamples). "
-            "NSD in percent and HD95 in mm: mean over test volumes (– where not recorded)."
-            + (
-                f" {MARKER_NOTE}"
-                if any(r.get("grid", "paper") != "paper" for r in report["runs"])
-                else ""
-            ),
-            ["run", "experiment", "model", "Dice (%)", f"{conf}% CI", "NSD (%)", "HD95 (mm)"],
+            "Metrics",
+            "What each column means (db.metrics).",
+            ["metric", "level", "help"],
+            [[m.header, m.level, m.help] for m in registry.select(kind="test")],
+        ),
+        _runs_section(report, conf),
+        (
+            "Per-volume metrics",
+            "3-D Dice and the volume-level metrics of each test volume.",
+            ["run", "volume", "Dice (%)", *(m.header for m in volume_metrics)],
             [
                 [
                     str(r["id"]),
-                    r["experiment"],
-                    names[r["id"]],
-                    _num(r["dice"]),
-                    _interval(r["dice_ci"]),
-                    _num(r["nsd"]),
-                    _num(r["hd95"]),
+                    str(v["volume"]),
+                    fmt.number(v["dice"]),
+                    *(m.fmt(v.get(m.name)) for m in volume_metrics),
                 ]
                 for r in report["runs"]
+                for v in r["volumes"]
             ],  # fmt: skip
         ),
         (
-            "Per-volume metrics",
-            "3-D Dice, NSD (%) and HD95 (mm) of each test volume.",
-            ["run", "volume", "Dice (%)", "NSD (%)", "HD95 (mm)"],
-            [
-                [str(r["id"]), str(v["volume"]), _num(v["dice"]), _num(v["nsd"]), _num(v["hd95"])]
-                for r in report["runs"]
-                for v in r["volumes"]
-            ],
-        ),
-        (
             "Ranking stability",
-            f"Rank of each run in its experiment (1 = best), and its median and {conf}% "
-            "interval over the bootstrap resamples (the same resample for every run).",
+            f"Rank of each run in its experiment (1 = best, ties share the average rank), "
+            f"and its median and approximate {conf}% interval over the bootstrap resamples "
+            f"of {report['resampled'] or 'none'} (the same resample for every run).",
             ["run", "experiment", "model", "rank", "median rank", f"{conf}% interval"],
             [
                 [
                     str(e["id"]),
                     e["experiment"],
                     names[e["id"]],
-                    _num(e["rank"], 1),
-                    _num(e["median_rank"], 1),
-                    _interval(e["rank_ci"], 1),
+                    fmt.number(e["rank"], 1),
+                    fmt.number(e["median_rank"], 1),
+                    fmt.interval(e["rank_ci"], 1),
                 ]
                 for e in report["ranking"]
             ],  # fmt: skip
         ),
-        (
-            "Pairwise comparisons",
-            f"{report['pairwise_rule']}. Difference a - b in Dice points with its paired "
-            f"bootstrap interval; p: {report['wilcoxon']}, Holm-adjusted; p (bootstrap): "
-            "from the paired hierarchical bootstrap, Holm-adjusted.",
-            ["a", "b", "difference", f"{conf}% CI", "p (Holm)", "p (bootstrap, Holm)"],
-            [
-                [
-                    str(p["a"]),
-                    str(p["b"]),
-                    _num(p["difference"]),
-                    _interval(p["ci"]),
-                    _p(p["p_holm"]),
-                    _p(p["p_bootstrap_holm"]),
-                ]
-                for p in report["pairwise"]
-            ],  # fmt: skip
-        ),
+        _pairs_section(report, conf),
         (
             "Kendall's tau",
             "Agreement of two rankings of the same runs: standard vs authors-2020 metrics "
             "in each experiment, and between experiments over the grid cells both hold.",
             ["between", "items", "tau"],
             [
-                [f"standard vs authors-2020 ({t['experiment']})", str(t["runs"]), _num(t["tau"], 3)]
+                [
+                    f"standard vs authors-2020 ({t['experiment']})",
+                    str(t["runs"]),
+                    fmt.number(t["tau"], 3),
+                ]
                 for t in report["kendall"]["modes"]
             ]
             + [
-                [f"{t['a']} vs {t['b']}", str(t["cells"]), _num(t["tau"], 3)]
+                [f"{t['a']} vs {t['b']}", str(t["cells"]), fmt.number(t["tau"], 3)]
                 for t in report["kendall"]["experiments"]
             ],
         ),  # fmt: skip
@@ -132,12 +150,13 @@ def sections(report: dict) -> list[tuple[str, str, list[str], list[list[str]]]]:
         out.append(
             (
                 f"Critical difference: {cd['question']}",
-                f"Friedman chi2 = {_num(fr['statistic'])}, p = {_p(fr['p_value'])} over "
+                f"Friedman chi2 = {fmt.number(fr['statistic'])}, p = {fmt.p_value(fr['p_value'])}"
+                f" (Iman-Davenport p = {fmt.p_value(fr['p_iman_davenport'])}) over "
                 f"{cd['blocks']} blocks ({', '.join(cd['blocks_of'])}); Nemenyi CD = "
-                f"{_num(cd['cd'], 3)} at alpha {cd['alpha']}. Groups within the CD: "
+                f"{fmt.number(cd['cd'], 3)} at alpha {cd['alpha']}. Groups within the CD: "
                 + ("; ".join(", ".join(g) for g in cd["cliques"]) or "none"),
                 [cd["treatment"], "mean rank"],
-                [[m["name"], _num(m["mean_rank"])] for m in cd["mean_ranks"]],
+                [[m["name"], fmt.number(m["mean_rank"])] for m in cd["mean_ranks"]],
             )
         )
     return out
@@ -145,7 +164,7 @@ def sections(report: dict) -> list[tuple[str, str, list[str], list[list[str]]]]:
 
 def _escape(text: str) -> str:
     for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"),
-                 ("#", r"\#")):  # fmt: skip
+                 ("#", r"\#"), ("<", r"$<$"), ("≤", r"$\leq$")):  # fmt: skip
         text = text.replace(a, b)
     return text
 

@@ -14,11 +14,10 @@ import numpy as np
 from scipy import stats as sps
 
 from db.errors import InvalidInput
+from db.metrics import BOOTSTRAP_RESAMPLES, INTERVAL_METHOD
 from db.protocol import METRIC_MODES
-from worker.results import bootstrap
-from worker.training.metrics import slice_metrics, summarize
-
-BOOTSTRAP_RESAMPLES = 2000
+from worker.results import bootstrap, intervals
+from worker.training.metrics import dice_from_counts, slice_metrics, summarize
 
 
 def _counts(counts: np.ndarray) -> np.ndarray:
@@ -26,46 +25,6 @@ def _counts(counts: np.ndarray) -> np.ndarray:
     if c.ndim != 2 or c.shape[1] != 4:
         raise InvalidInput(f"counts must have shape (N, 4) (TP, FP, FN, TN), got {c.shape}.")
     return c
-
-
-def bootstrap_ci(
-    values: Sequence[float] | np.ndarray,
-    *,
-    n_resamples: int = BOOTSTRAP_RESAMPLES,
-    confidence: float = 0.95,
-    seed: int = 0,
-    chunk: int = 500,
-) -> tuple[float, float]:
-    """Percentile bootstrap confidence interval of the mean of ``values``.
-
-    Resamples the values with replacement ``n_resamples`` times (seeded, so the
-    interval is reproducible) and returns the (1 - confidence) / 2 and
-    (1 + confidence) / 2 quantiles of the resampled means. Vectorised in chunks of
-    ``chunk`` resamples to bound memory on large test sets.
-    """
-    x = np.asarray(values, dtype=np.float64).ravel()
-    if len(x) == 0:
-        return (float("nan"), float("nan"))
-    if not 0 < confidence < 1:
-        raise InvalidInput(f"confidence must be in (0, 1), got {confidence}.")
-    if n_resamples < 1:
-        raise InvalidInput(f"n_resamples must be at least 1, got {n_resamples}.")
-    rng = np.random.default_rng(seed)
-    means = np.empty(n_resamples)
-    for start in range(0, n_resamples, chunk):
-        k = min(chunk, n_resamples - start)
-        idx = rng.integers(0, len(x), size=(k, len(x)))
-        means[start : start + k] = x[idx].mean(axis=1)
-    alpha = (1 - confidence) / 2
-    low, high = np.quantile(means, [alpha, 1 - alpha])
-    return (float(low), float(high))
-
-
-def mean_ci(values: Sequence[float] | np.ndarray, **kwargs) -> dict[str, float]:
-    """{"mean", "low", "high"} of ``values`` with a bootstrap_ci interval."""
-    x = np.asarray(values, dtype=np.float64).ravel()
-    low, high = bootstrap_ci(x, **kwargs)
-    return {"mean": float(x.mean()) if len(x) else float("nan"), "low": low, "high": high}
 
 
 def wilcoxon(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
@@ -129,8 +88,7 @@ def positive_dice(counts: np.ndarray, mode: str = "standard") -> float:
 def pooled_dice(counts: np.ndarray) -> float:
     """Dice of the summed counts, 2 sum TP / (2 sum TP + sum FP + sum FN); 0/0 = 1."""
     tp, fp, fn, _ = _counts(counts).sum(0)
-    den = 2 * tp + fp + fn
-    return 1.0 if den == 0 else float(2 * tp / den)
+    return dice_from_counts(tp, fp, fn)
 
 
 def volume_dice(counts: np.ndarray, volumes: Sequence[int] | np.ndarray) -> dict[int, float]:
@@ -146,11 +104,8 @@ def volume_dice(counts: np.ndarray, volumes: Sequence[int] | np.ndarray) -> dict
     keys, inverse = np.unique(v, return_inverse=True)
     sums = np.zeros((len(keys), 4), dtype=np.int64)
     np.add.at(sums, inverse, c)
-    out = {}
-    for key, (tp, fp, fn, _) in zip(keys, sums, strict=True):
-        den = 2 * tp + fp + fn
-        out[int(key)] = 1.0 if den == 0 else float(2 * tp / den)
-    return out
+    dice = dice_from_counts(sums[:, 0], sums[:, 1], sums[:, 2])
+    return {int(k): float(d) for k, d in zip(keys, dice, strict=True)}
 
 
 def mode_summaries(counts: np.ndarray) -> dict[str, dict[str, float]]:
@@ -186,13 +141,15 @@ def compare_counts(
     mode: str = "standard",
     n_resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = 0,
+    method: str = INTERVAL_METHOD,
 ) -> dict:
     """Everything `segbench compare` reports for two models on the same test slices.
 
     Row i of both count arrays must be the same test slice, of test volume
-    volumes[i]. Dice in percent; intervals from the hierarchical bootstrap (test
-    volumes, then slices within them; ``resampled`` says which), the difference's
-    from one resample applied to both runs.
+    volumes[i]. Dice in percent; intervals by ``method`` (worker.results.intervals:
+    the cluster-robust t over test volumes by default, or the hierarchical bootstrap);
+    the bootstrap p of the difference from one resample applied to both runs (0 means
+    below 1 / n_resamples).
     """
     a, b = _counts(counts_a), _counts(counts_b)
     if a.shape != b.shape:
@@ -202,25 +159,34 @@ def compare_counts(
 
     def one(c: np.ndarray, d: np.ndarray) -> dict:
         return {
-            "dice": bootstrap.hierarchical_ci(d, volumes, **draws),
+            "dice": intervals.mean_interval(
+                d, volumes, method=method, bounds=(0.0, 100.0), **draws
+            ),  # fmt: skip
             "pooled_dice": 100 * pooled_dice(c),
             "positive_dice": 100 * positive_dice(c, mode),
             "volume_dice": {k: 100 * v for k, v in volume_dice(c, volumes).items()},
             "modes": mode_summaries(c),
         }
 
-    diff = bootstrap.paired_difference(da, db, volumes, **draws)
+    r = bootstrap.resample_weights(volumes, **draws)
+    resampled = r.means(da - db)
+    interval = intervals.difference_interval(
+        da - db, volumes, resampled, method=method, bounds=(-100.0, 100.0)
+    )
     return {
         "slices": len(a),
         "mode": mode,
-        "resampled": diff["resampled"],
+        "resampled": r.resampled,
+        "interval": intervals.DESCRIPTIONS[method],
         "a": one(a, da),
         "b": one(b, db),
         "difference": {
-            "mean": diff["difference"],
-            "low": diff["low"],
-            "high": diff["high"],
-            "p_bootstrap": diff["p_bootstrap"],
+            "mean": float((da - db).mean()),
+            "low": interval["low"],
+            "high": interval["high"],
+            "p_t": interval["p_t"],
+            "p_bootstrap": bootstrap.bootstrap_p(resampled),
+            "n_resamples": n_resamples,
         },
         "wilcoxon": {**wilcoxon(da, db), "assumes": "independent slices"},
     }

@@ -13,34 +13,30 @@ authors-2020 metric mode and the sample std (ddof = 1) otherwise.
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 
-import numpy as np
 import pandas as pd
 
+from db import metrics as registry
 from db.errors import InvalidInput
 from db.grid import ARCHITECTURES, ENCODERS, EXPERIMENTS, INITS
 
-METRICS = ("sensitivity", "specificity", "dice")
-EXTRA = ("parameters_m", "seconds_per_epoch")
-LABELS = {
-    "sensitivity": "Sens",
-    "specificity": "Spec",
-    "dice": "Dice",
-    "parameters_m": "Params (M)",
-    "seconds_per_epoch": "s/epoch",
-}
 SUMMARY_ROWS = ("mean", "std")
 FORMATS = ("csv", "markdown", "latex")
 DEFAULT_DDOF = {"standard": 1, "authors-2020": 0}
-NEEDED = (
-    "architecture",
-    "encoder",
-    "init",
-    "experiment",
-    *METRICS,
-    "parameters_m",
-    "train_seconds_per_epoch",
-)
+CELL = ("architecture", "encoder", "init", "experiment")
+
+
+def table_metrics() -> list[str]:
+    """The metric columns of each init x experiment: the compact slice-level test
+    metrics of db.metrics (the paper's Sens, Spec, Dice, and any added since)."""
+    return registry.names(kind="test", level="slice", compact=True)
+
+
+def table_extras() -> list[str]:
+    """The columns after them, one value per model: the compact costs of db.metrics
+    (parameters, training seconds per epoch)."""
+    return registry.names(kind="cost", compact=True)
 
 
 def _ordered(present, order) -> list[str]:
@@ -79,11 +75,13 @@ def std_note(ddof: int) -> str:
 def table2(df: pd.DataFrame, ddof: int = 1) -> pd.DataFrame:
     """Rows (architecture, encoder) plus (architecture, "mean") and (architecture, "std")
     over that architecture's encoders; columns (init, experiment, metric) for the
-    metrics in percent, then ("", "", "parameters_m") and ("", "", "seconds_per_epoch")
-    (training seconds per epoch). Several runs of one cell (seeds of one protocol) are
-    averaged; std is over encoders with ``ddof`` (NaN for a single encoder when ddof=1).
+    metrics of ``table_metrics()`` in percent, then ("", "", name) for each of
+    ``table_extras()`` (parameters, training seconds per epoch). Several runs of one cell
+    (seeds of one protocol) are averaged; std is over encoders with ``ddof`` (NaN for a
+    single encoder when ddof=1).
     """
-    missing = [c for c in NEEDED if c not in df.columns]
+    metrics, extras = table_metrics(), table_extras()
+    missing = [c for c in (*CELL, *metrics, *extras) if c not in df.columns]
     if missing:
         raise InvalidInput(f"results frame lacks column(s) {', '.join(missing)}.")
     if df.empty:
@@ -95,20 +93,14 @@ def table2(df: pd.DataFrame, ddof: int = 1) -> pd.DataFrame:
     inits = _ordered(df["init"], INITS)
     exps = _ordered(df["experiment"], EXPERIMENTS)
 
-    cells = (
-        df.groupby(["architecture", "encoder", "init", "experiment"])[list(METRICS)]
-        .mean()
-        .unstack(["init", "experiment"])
-    )
+    cells = df.groupby(list(CELL))[metrics].mean().unstack(["init", "experiment"])
     cells.columns = cells.columns.reorder_levels([1, 2, 0])
     columns = pd.MultiIndex.from_tuples(
-        [(i, x, m) for i in inits for x in exps for m in METRICS] + [("", "", e) for e in EXTRA],
+        [(i, x, m) for i in inits for x in exps for m in metrics] + [("", "", e) for e in extras],
         names=["init", "experiment", "metric"],
     )
-    extra = df.groupby(["architecture", "encoder"]).agg(
-        parameters_m=("parameters_m", "mean"), seconds_per_epoch=("train_seconds_per_epoch", "mean")
-    )
-    for e in EXTRA:
+    extra = df.groupby(["architecture", "encoder"])[extras].mean()
+    for e in extras:
         cells[("", "", e)] = extra[e]
     cells = cells.reindex(columns=columns)
 
@@ -126,31 +118,35 @@ def table2(df: pd.DataFrame, ddof: int = 1) -> pd.DataFrame:
     return out
 
 
-def best_mask(table: pd.DataFrame, decimals: int = 2) -> pd.DataFrame:
-    """True where a model row holds the highest value (as displayed) of a metric column.
-    Ties are all marked; mean/std rows and the parameter/time columns never are."""
+def best_mask(table: pd.DataFrame, decimals: int | None = None) -> pd.DataFrame:
+    """True where a model row holds the best value (as displayed) of a test-metric
+    column: the highest, or the lowest where db.metrics says lower is better. Ties are
+    all marked; mean/std rows and the parameter/time columns never are."""
     mask = pd.DataFrame(False, index=table.index, columns=table.columns)
     models = ~table.index.get_level_values("encoder").isin(SUMMARY_ROWS)
     for col in table.columns:
-        if col[2] not in METRICS:
+        metric = registry.get(col[2])
+        if metric.kind != "test" or metric.higher_is_better is None:
             continue
-        values = table.loc[models, col].round(decimals)
+        values = table.loc[models, col].round(metric.decimals if decimals is None else decimals)
         if values.notna().any():
-            mask.loc[models, col] = (values == values.max()).to_numpy()
+            best = values.max() if metric.higher_is_better else values.min()
+            mask.loc[models, col] = (values == best).to_numpy()
     return mask
 
 
-def _cell(value: float, decimals: int) -> str:
-    return (
-        "-"
-        if value is None or (isinstance(value, float) and np.isnan(value))
-        else (f"{value:.{decimals}f}")
-    )
+def _cell(value: float, metric: str, decimals: int | None) -> str:
+    m = registry.get(metric)
+    if decimals is not None:
+        m = replace(m, decimals=decimals)
+    return m.fmt(value, missing="-")
 
 
-def _header(col: tuple[str, str, str]) -> str:
+def header(col: tuple[str, str, str]) -> str:
+    """A column's header with its unit: "random lung-segmentation Dice (%)"."""
     init, exp, metric = col
-    return LABELS[metric] if not init else f"{init} {exp} {LABELS[metric]}"
+    label = registry.get(metric).header
+    return label if not init else f"{init} {exp} {label}"
 
 
 def _latex_escape(text: str) -> str:
@@ -165,7 +161,7 @@ def _latex_escape(text: str) -> str:
     return text
 
 
-def render(table: pd.DataFrame, fmt: str = "markdown", decimals: int = 2) -> str:
+def render(table: pd.DataFrame, fmt: str = "markdown", decimals: int | None = None) -> str:
     """The table as text: csv (plain numbers), markdown or latex (best in bold)."""
     if fmt not in FORMATS:
         raise InvalidInput(f"Unknown table format '{fmt}'; expected one of: {', '.join(FORMATS)}.")
@@ -173,20 +169,20 @@ def render(table: pd.DataFrame, fmt: str = "markdown", decimals: int = 2) -> str
         flat = table.copy()
         flat.columns = ["_".join(p for p in c if p) for c in table.columns]
         buf = io.StringIO()
-        flat.round(decimals + 2).to_csv(buf)
+        flat.round(4 if decimals is None else decimals + 2).to_csv(buf)
         return buf.getvalue()
     bold = best_mask(table, decimals)
     body = []
     for idx, row in table.iterrows():
         cells = []
         for col in table.columns:
-            text = _cell(row[col], decimals)
+            text = _cell(row[col], col[2], decimals)
             if bold.at[idx, col]:
                 text = f"**{text}**" if fmt == "markdown" else rf"\textbf{{{text}}}"
             cells.append(text)
         body.append((idx, cells))
     if fmt == "markdown":
-        head = ["architecture", "encoder", *(_header(c) for c in table.columns)]
+        head = ["architecture", "encoder", *(header(c) for c in table.columns)]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 2 + "---:|" * len(table.columns)]
         for (arch, enc), cells in body:
             enc = f"*{enc}*" if enc in SUMMARY_ROWS else enc
@@ -208,7 +204,7 @@ def _latex(table: pd.DataFrame, body) -> str:
             cells.append(label if j - i == 1 else rf"\multicolumn{{{j - i}}}{{c}}{{{label}}}")
             i = j
         lines.append(" & ".join(["", "", *cells]) + r" \\")
-    metrics = [_latex_escape(LABELS[c[2]]) for c in cols]
+    metrics = [_latex_escape(registry.get(c[2]).header) for c in cols]
     lines += [" & ".join(["Architecture", "Encoder", *metrics]) + r" \\", r"\midrule"]
     previous = None
     for (arch, enc), cells in body:

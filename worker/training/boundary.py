@@ -28,10 +28,15 @@ and, for many far elements, a distance transform of the bounding box of both mas
   cumulative area fraction reaches 95%); ``"border-voxel"``: numpy's linearly
   interpolated percentile over border voxels, as MONAI computes it.
 
-Empty masks (the Metrics Reloaded conventions):
+Empty masks:
 - both empty: NSD 1, HD95 0, Dice 1 (perfect agreement on "nothing there").
-- one empty: NSD 0, Dice 0, HD95 NaN (undefined: no surface to measure from; the
-  database stores NULL and means over volumes leave it out).
+- exactly one empty (a missed volume, or a prediction where there is nothing): NSD 0,
+  Dice 0, and HD95 the worst distance the volume can hold, its diagonal
+  sqrt(sum((n_i * spacing_i)^2)) in mm (``worst_distance``). No two surface elements
+  of masks inside the volume lie further apart, so a missed volume never scores a
+  better HD95 than any prediction there, and a mean over volumes never drops it.
+  BraTS scores a missed tumour region the same way (373.13 mm, the diagonal of its
+  240 x 240 x 155 grid of 1 mm voxels).
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from skimage import measure
 
 from db.errors import InvalidInput, check_choice
 from db.protocol import BOUNDARY_MODES
+from worker.training.metrics import dice_from_counts
 
 __all__ = [
     "Surfaces",
@@ -57,6 +63,7 @@ __all__ = [
     "normalized_surface_dice",
     "surface_area_table",
     "surface_distances",
+    "worst_distance",
 ]
 
 _SIX_NEIGHBOURS = ndimage.generate_binary_structure(3, 1)
@@ -229,12 +236,18 @@ def _weighted_percentile(d: np.ndarray, w: np.ndarray, percentile: float) -> flo
     return float(d[order[min(i, len(d) - 1)]])
 
 
-def _hd(s: Surfaces, percentile: float, mode: str) -> float:
+def worst_distance(shape: Sequence[int], spacing: Sequence[float]) -> float:
+    """The diagonal (mm) of a volume of ``shape`` voxels of ``spacing`` mm: the HD95 of a
+    volume where exactly one of prediction and reference is empty."""
+    return float(np.sqrt(sum((n * s) ** 2 for n, s in zip(shape, spacing, strict=True))))
+
+
+def _hd(s: Surfaces, percentile: float, mode: str, worst: float) -> float:
     nt, np_ = len(s.truth_to_pred), len(s.pred_to_truth)
     if nt == 0 and np_ == 0:
         return 0.0
     if nt == 0 or np_ == 0:
-        return float("nan")
+        return worst
     if mode == "border-voxel":
         directed = (np.percentile(d, percentile) for d in (s.truth_to_pred, s.pred_to_truth))
         return float(max(directed))
@@ -263,8 +276,10 @@ def hd95(
     percentile: float = 95.0,
     mode: str = "surface-area",
 ) -> float:
-    """Robust Hausdorff distance in mm (percentile 100 = the Hausdorff distance)."""
-    return _hd(surface_distances(truth, pred, spacing, mode), percentile, mode)
+    """Robust Hausdorff distance in mm (percentile 100 = the Hausdorff distance); the
+    volume's diagonal when exactly one mask is empty."""
+    s = surface_distances(truth, pred, spacing, mode)
+    return _hd(s, percentile, mode, worst_distance(np.shape(truth), spacing))
 
 
 def boundary_metrics(
@@ -274,19 +289,21 @@ def boundary_metrics(
     tolerance_mm: float = 2.0,
     mode: str = "surface-area",
 ) -> dict:
-    """{"dice", "nsd", "hd95", "tolerance_mm", "mode"} of one volume: Dice and NSD as
-    fractions (0..1), HD95 in mm (NaN when exactly one mask is empty); surfaces are
-    computed once. What segbench reports is percent (its callers convert)."""
+    """{"dice", "nsd", "hd95", "tolerance_mm", "mode", "missed"} of one volume: Dice and
+    NSD as fractions (0..1), HD95 in mm (the volume's diagonal when exactly one mask is
+    empty: ``missed`` is then True); surfaces are computed once. What segbench reports
+    is percent (its callers convert)."""
     tol = _check_tolerance(tolerance_mm)
     s = surface_distances(truth, pred, spacing, mode)
     t = np.asarray(truth, dtype=bool)
     p = np.asarray(pred, dtype=bool)
-    den = int(np.count_nonzero(t)) + int(np.count_nonzero(p))
-    dice = 1.0 if den == 0 else 2 * int(np.count_nonzero(t & p)) / den
+    nt, np_ = int(np.count_nonzero(t)), int(np.count_nonzero(p))
+    tp = int(np.count_nonzero(t & p))
     return {
-        "dice": float(dice),
+        "dice": dice_from_counts(tp, np_ - tp, nt - tp),
         "nsd": _nsd(s, tol),
-        "hd95": _hd(s, 95.0, mode),
+        "hd95": _hd(s, 95.0, mode, worst_distance(t.shape, spacing)),
         "tolerance_mm": tol,
         "mode": mode,
+        "missed": (nt == 0) != (np_ == 0),
     }

@@ -1,4 +1,4 @@
-"""Validation loss, test evaluation and the best model of a finished run."""
+"""Test evaluation and the best model of a finished run."""
 
 from __future__ import annotations
 
@@ -16,20 +16,9 @@ from worker.data.layout import sha256_file
 from worker.data.preprocess import HU_MEAN, HU_STD
 from worker.training import metrics, models
 from worker.training.device import to_tensor
-from worker.training.volumes import VolumeScorer, mean_defined
+from worker.training.volumes import VolumeScorer, volume_summary
 
 CHECKPOINT_BEST = "checkpoint_best"
-
-
-def validation_loss(model, x: torch.Tensor, y: torch.Tensor, loss_fn, batch_size: int) -> float:
-    """Mean loss over the validation slices, always in fp32 (it selects the model)."""
-    model.eval()
-    values = []
-    with torch.inference_mode():
-        for start in range(0, len(x), batch_size):
-            pred = model(x[start : start + batch_size])
-            values.append(loss_fn(pred, y[start : start + batch_size]))
-    return float(torch.stack(values).mean()) if values else float("nan")
 
 
 def gallery_indices(masks: np.ndarray, k: int = 4) -> list[int]:
@@ -108,14 +97,15 @@ def evaluate(
         metric_mode=metric_mode,
         seconds=time.perf_counter() - t0,
         volumes=volumes,
-        nsd=mean_defined(v.nsd for v in volumes),
-        hd95=mean_defined(v.hd95 for v in volumes),
-        **summary,
+        **volume_summary(volumes),
+        **metrics.result_fields(summary),
     )
     return result, masks
 
 
-def finish_run(spec, model, dataset, state, parameters_m, recorder, device) -> RunOutcome:
+def finish_run(
+    spec, model, dataset, state, parameters_m, recorder, device, environment=None
+) -> RunOutcome:
     """Test the best model (already loaded into `model`), save it as safetensors +
     config.json under ``checkpoint_best/``, and hand the outcome to the recorder."""
     p = spec.protocol
@@ -181,6 +171,7 @@ def finish_run(spec, model, dataset, state, parameters_m, recorder, device) -> R
         first_layer_before=before.numpy().tobytes(),
         first_layer_after=after.numpy().tobytes(),
         first_layer_shape=tuple(after.shape),
+        environment=environment,
     )
     recorder.finish(outcome)
     return outcome

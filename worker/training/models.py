@@ -105,6 +105,10 @@ def first_conv(model: torch.nn.Module) -> torch.nn.Conv2d:
     )
 
 
+# The files of a saved model folder (save_model writes them, predict and export read them).
+MODEL_FILES = ("config.json", "segbench.json", "model.safetensors")
+
+
 def save_model(model: torch.nn.Module, directory: Path, *, metadata: dict) -> Path:
     """safetensors + config.json (loadable by smp.from_pretrained) + segbench.json."""
     directory.mkdir(parents=True, exist_ok=True)

@@ -18,9 +18,11 @@ import math
 
 import numpy as np
 
+from db import metrics as registry
 from db.protocol import VolumeMetrics
 from worker.data.dataset import Split
 from worker.training.boundary import boundary_metrics
+from worker.training.metrics import dice_from_counts
 
 
 def volume_ranges(volume: np.ndarray) -> list[tuple[int, int, int]]:
@@ -40,8 +42,7 @@ def volume_ranges(volume: np.ndarray) -> list[tuple[int, int, int]]:
 
 def dice_3d(tp: int, fp: int, fn: int) -> float:
     """3-D Dice in percent; 100 when both masks are empty (Metrics Reloaded)."""
-    den = 2 * tp + fp + fn
-    return 100.0 if den == 0 else 100.0 * 2 * tp / den
+    return 100.0 * dice_from_counts(tp, fp, fn)
 
 
 class VolumeScorer:
@@ -103,8 +104,7 @@ class VolumeScorer:
         m = boundary_metrics(
             self.split.masks[a:b], pred, (z, rows, cols), self.tolerance_mm, self.mode
         )
-        hd = m["hd95"] if math.isfinite(m["hd95"]) else None
-        self._boundary[v] = (100.0 * m["nsd"], hd)
+        self._boundary[v] = (100.0 * m["nsd"], m["hd95"])
 
     def results(self, counts: np.ndarray) -> list[VolumeMetrics]:
         """Per-volume metrics, given the per-slice (tp, fp, fn, tn) of the test set."""
@@ -116,7 +116,17 @@ class VolumeScorer:
         return out
 
 
-def mean_defined(values) -> float | None:
-    """Mean of the values that are not None (None when there are none)."""
-    kept = [x for x in values if x is not None]
-    return float(np.mean(kept)) if kept else None
+def mean_covered(values) -> tuple[float | None, int]:
+    """(mean of the values that are not None or None when there are none, how many
+    there are): a mean over test volumes with the number of volumes it covers."""
+    kept = [x for x in values if x is not None and math.isfinite(x)]
+    return (float(np.mean(kept)) if kept else None), len(kept)
+
+
+def volume_summary(volumes: list[VolumeMetrics]) -> dict[str, float | int | None]:
+    """The TestResult fields of the volume-level means of db.metrics (nsd, hd95) and the
+    number of volumes each covers (nsd_volumes, hd95_volumes)."""
+    out: dict[str, float | int | None] = {}
+    for m in registry.select(level="volume"):
+        out[m.name], out[m.coverage] = mean_covered(getattr(v, m.name) for v in volumes)
+    return out
