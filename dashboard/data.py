@@ -31,6 +31,7 @@ from worker.data.dataset import load_dataset
 from worker.data.errors import DataError
 from worker.data.layout import read_layout
 from worker.queue import doctor, service
+from worker.results import environments
 from worker.results.frames import results_frame
 from worker.results.ranking import rank_frequencies
 from worker.results.report import build_report
@@ -81,6 +82,15 @@ def leaderboard(url: str, filters: Filters = ()) -> pd.DataFrame:
     with session_scope(url) as session:
         rows = queries.leaderboard(session, **{k: list(v) for k, v in filters})
     return _frame(rows, list(queries.LEADERBOARD_KEYS))
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def environment_note(url: str, keys: tuple[str | None, ...]) -> str | None:
+    """The sentence saying that runs of several environments are shown (else None)."""
+    if len({k or "" for k in keys}) < 2:
+        return None
+    with session_scope(url) as session:
+        return environments.note(keys, queries.environments(session, keys))
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)

@@ -1,4 +1,4 @@
-"""Named protocols: `--preset paper` and `--preset authors-2020` (docs/protocol.md).
+"""Named protocols: `--preset default`, `paper` and `authors-2020` (docs/protocol.md).
 
 A preset is a set of Protocol fields; options given beside it override it
 (Protocol defaults < preset < explicit option). Plain data, no torch import.
@@ -12,22 +12,24 @@ from typing import Any
 from db.errors import check_choice
 from db.protocol import PROTOCOL_FIELDS, Protocol, ProtocolError
 
+_SHARED_TEXT = {
+    "epochs": 200,
+    "image_size": 512,
+    "batch_size": 2,
+    "lr": 1e-3,
+    "augment": True,
+    "augment_mode": "paper",
+    "train_precision": "fp32",
+    "test_resize": "standard",
+    "deterministic": False,
+    "seed_streams": "per-purpose",
+}
 PRESETS: dict[str, dict[str, Any]] = {
-    # The paper's text (segbench's defaults).
-    "paper": {
-        "epochs": 200,
-        "image_size": 512,
-        "batch_size": 2,
-        "lr": 1e-3,
-        "loss": "soft-dice",
-        "metric_mode": "standard",
-        "augment": True,
-        "augment_mode": "paper",
-        "train_precision": "fp32",
-        "test_resize": "standard",
-        "deterministic": False,
-        "seed_streams": "per-purpose",
-    },
+    # segbench's defaults (Protocol()): the paper's text except two documented readings,
+    # the batch-summed soft Dice and the standard empty-case metrics.
+    "default": {**_SHARED_TEXT, "loss": "soft-dice", "metric_mode": "standard"},
+    # The paper's text as written: the soft Dice per image, "all metrics 1 when TP+FP=0".
+    "paper": {**_SHARED_TEXT, "loss": "soft-dice-per-image", "metric_mode": "paper-text"},
     # Everything as the authors' 2020 code (the one that trained the paper's models).
     "authors-2020": {
         "epochs": 100,
@@ -43,6 +45,16 @@ PRESETS: dict[str, dict[str, Any]] = {
         "deterministic": False,
         "seed_streams": "per-purpose",
     },
+}
+# One sentence per preset, for --preset's help, the Launch page and the docs.
+PRESET_DESCRIPTIONS: dict[str, str] = {
+    "default": "segbench's default: the paper's text, except that the soft Dice sums over "
+    "the batch and a 0/0 metric counts as 1 (standard), where the text writes the loss per "
+    "image and sets every metric to 1 on a slice with no prediction",
+    "paper": "the paper's text as written, both of those points included (soft-dice-per-image "
+    "loss, paper-text metrics)",
+    "authors-2020": "everything as the authors' 2020 code did it (the code that trained the "
+    "paper's models)",
 }
 PRESET_NAMES = tuple(PRESETS)
 

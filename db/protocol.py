@@ -16,10 +16,10 @@ from db.errors import InvalidInput, check_choice
 LOSSES = ("soft-dice", "soft-dice-per-image", "smp-legacy-dice", "authors-2020-dice")
 # Names stored sweeps may still hold -> the loss they meant.
 LOSS_ALIASES = {"authors-dice": "smp-legacy-dice"}
-METRIC_MODES = ("standard", "authors-2020")
+METRIC_MODES = ("standard", "authors-2020", "paper-text")
 # The eps in every ratio of a metric mode: standard ratios are exact (0/0 counts as
-# 1); the authors' 2020 code added 1e-6 to every denominator.
-METRIC_EPS = {"standard": 0.0, "authors-2020": 1e-6}
+# 1); the authors' 2020 code added 1e-6 to every denominator, the paper's text 1e-5.
+METRIC_EPS = {"standard": 0.0, "authors-2020": 1e-6, "paper-text": 1e-5}
 AUGMENT_MODES = ("paper", "authors-code")
 # Of the training step; validation and test always run in IEEE fp32. fp32 is IEEE fp32
 # (TF32 off, as on the paper's Turing GPU), tf32 lets a GPU's tensor cores round the
@@ -98,7 +98,9 @@ class Protocol:
     metric_mode: str = _field(
         "standard",
         "Metric mode",
-        "standard (0/0 counts as 1) or authors-2020 (the 2020 code's swapped rule, eps 1e-6).",
+        "standard (0/0 counts as 1), paper-text (the text's rule: every metric 1 where "
+        "nothing is predicted, eps 1e-5) or authors-2020 (the 2020 code's swapped rule, "
+        "eps 1e-6).",
         METRIC_MODES,
         short="metrics {}",
     )

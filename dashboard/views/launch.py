@@ -16,7 +16,7 @@ from db import queries
 from db.catalog import SMP_ARCHITECTURES, SMP_ENCODERS
 from db.errors import InvalidInput
 from db.grid import ARCHITECTURES, ENCODERS, EXPERIMENTS, FAMILIES, INITS, custom_specs, expand
-from db.presets import PRESET_NAMES, check_seeds, protocol_line, resolve
+from db.presets import PRESET_DESCRIPTIONS, PRESET_NAMES, check_seeds, protocol_line, resolve
 from db.protocol import Protocol
 from db.settings import get_settings
 
@@ -112,8 +112,8 @@ def protocol_section(dataset: dict[str, Any] | None) -> Protocol | None:
         PRESET_NAMES,
         horizontal=True,
         key="launch_preset",
-        help="paper: the paper's text; authors-2020: everything as the authors' 2020 code did "
-        "it. The settings below start from the preset; changing one overrides it.",
+        help=" ".join(f"**{name}**: {text}." for name, text in PRESET_DESCRIPTIONS.items())
+        + " The settings below start from the preset; changing one overrides it.",
     )
     native = dataset["image_size"] if dataset else None
     values = protocol_form.protocol_inputs(preset, native_size=native)

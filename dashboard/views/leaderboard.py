@@ -29,6 +29,7 @@ DETAILS = {
     "grid": "grid",
     "seed": "seed",
     "train_precision": "precision",
+    "environment_key": "environment",
     "status": "status",
     "best_epoch": "best epoch",
     "synthetic": "synthetic",
@@ -93,6 +94,17 @@ def caption(board: pd.DataFrame, sweeps: pd.DataFrame) -> None:
         "registry; hover a column header for what it means. The best value of each column "
         f"is highlighted. {registry.resolution_note(size)}"
         + (f" {MARKER_NOTE}" if (board["grid"] != "paper").any() else "")
+    )
+    mixed = common.load(data.environment_note, data.database_url(), environment_keys(board))
+    if mixed:
+        st.warning(mixed, icon=":material/memory:")
+
+
+def environment_keys(board: pd.DataFrame) -> tuple[str | None, ...]:
+    if "environment_key" not in board:
+        return ()
+    return tuple(
+        sorted({k if isinstance(k, str) else None for k in board["environment_key"]}, key=str)
     )
 
 
@@ -194,14 +206,15 @@ def seeds_tab(board: pd.DataFrame, sweeps: pd.DataFrame) -> None:
             else f"{mean:.{m.decimals}f}" + ("" if pd.isna(std) else f" ± {std:.{m.decimals}f}")
             for mean, std in zip(pooled[f"{name}_mean"], pooled[f"{name}_std"], strict=True)
         ]
-    for key in ("n", "seeds", "sweeps", "runs"):
+    for key in ("n", "seeds", "sweeps", "runs", "environment"):
         shown[key] = pooled[key]
     common.table(shown, hide_index=True, width="stretch", height=table_height(len(shown)),
                  key="lb_seeds")  # fmt: skip
     st.caption(
         "Runs of one grid cell that differ only by seed (same protocol otherwise, same "
-        f"dataset), pooled: n runs, mean ± std over seeds (ddof={STD_DDOF}; no std for "
-        "one seed). Queue more seeds for the best runs on the Statistics page."
+        "dataset, same environment: device, threads, torch, math mode), pooled: n runs, "
+        f"mean ± std over seeds (ddof={STD_DDOF}; no std for one seed). Queue more seeds "
+        "for the best runs on the Statistics page."
     )
 
 

@@ -42,6 +42,7 @@ def report_runs(session: Session, *, sweep: str) -> list[dict[str, Any]]:
             Run.seed,
             Run.synthetic,
             Run.manifest_hash,
+            Run.environment_key,
             Run.parameters_m,
             TestSummary.metric_mode,
             TestSummary.sensitivity,

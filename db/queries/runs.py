@@ -276,3 +276,20 @@ def running_on_node(session: Session, *, node: str) -> int:
         .select_from(Run)
         .where(Run.status == "running", Run.worker.like(f"{node}/%"))
     )
+
+
+def environments(session: Session, keys) -> dict[str, dict[str, Any]]:
+    """key -> the environment a run of that key recorded (runs.config["environment"])."""
+    wanted = sorted({k for k in keys if k})
+    if not wanted:
+        return {}
+    stmt = (
+        select(Run.environment_key, Run.config)
+        .where(Run.environment_key.in_(wanted))
+        .order_by(Run.environment_key, Run.id)
+    )
+    out: dict[str, dict[str, Any]] = {}
+    for key, config in session.execute(stmt):
+        if key not in out and (config or {}).get("environment"):
+            out[key] = config["environment"]
+    return out

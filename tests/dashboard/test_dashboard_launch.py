@@ -69,7 +69,7 @@ def test_every_figure_counts_the_seeds(populated, synthetic_data):
     choose(at, data_dir=str(synthetic_data), architectures=["unet"], encoders=["resnet18"])
     choose(at, experiments=["lung-segmentation"], inits=["random"], seeds="0, 1, 2")
     no_exception(at)
-    epochs = PRESETS["paper"]["epochs"]
+    epochs = PRESETS["default"]["epochs"]
     assert at.metric[0].value == "3"
     assert at.metric[1].value == f"{3 * epochs:,}"
     assert f"1 grid cells × 3 seed(s) × {epochs} epochs = {3 * epochs:,} epochs" in texts(at)
@@ -109,7 +109,7 @@ def test_time_estimate_from_the_measured_epochs(populated, synthetic_data):
     at = open_page("views/launch.py")
     choose(at, data_dir=str(synthetic_data), architectures=["unet"], encoders=["resnet18"])
     choose(at, experiments=["lung-segmentation"], inits=["random"], seeds="0, 1")
-    at.number_input(key="launch_epochs_paper").set_value(5).run()
+    at.number_input(key="launch_epochs_default").set_value(5).run()
     no_exception(at)
     own = stored_seconds(populated.url, architecture="unet", encoder="resnet18")
     expected = 2 * 5 * sum(own) / len(own)  # 2 runs x 5 epochs, one run at a time
@@ -125,7 +125,7 @@ def test_time_estimate_from_the_measured_epochs(populated, synthetic_data):
     assert f"about {duration(2 * 5 * sum(every) / len(every))}" in sentence
     assert "2 of the runs have no measured epoch of their own model" in sentence
 
-    at.number_input(key="launch_image_size_paper_64").set_value(128).run()
+    at.number_input(key="launch_image_size_default_64").set_value(128).run()
     assert "no epoch at 128 px, batch 2 has been measured" in texts(at)
 
 
@@ -134,7 +134,7 @@ def test_image_size_starts_at_the_datasets_slice_size(empty_url, synthetic_data)
     at = open_page("views/launch.py")
     choose(at, data_dir=str(synthetic_data))
     no_exception(at)
-    assert at.number_input(key="launch_image_size_paper_64").value == 64
+    assert at.number_input(key="launch_image_size_default_64").value == 64
     assert "slices of 64 px" in texts(at)
     assert "64 px, batch 2" in texts(at)  # the protocol line
 
@@ -147,11 +147,11 @@ def test_every_protocol_field_is_on_the_page(populated, synthetic_data):
     keys = {w.key for kind in ("number_input", "selectbox", "checkbox", "text_input")
             for w in getattr(at, kind)}  # fmt: skip
     for field in protocol_form.fields():
-        assert any(str(k).startswith(f"launch_{field.name}_paper") for k in keys), field.name
+        assert any(str(k).startswith(f"launch_{field.name}_default") for k in keys), field.name
     choose(at, architectures=["unet"], encoders=["resnet18"], experiments=["lung-segmentation"])
     choose(at, inits=["random"], sweep="boundary")
-    at.number_input(key="launch_nsd_tolerance_mm_paper").set_value(1.5).run()
-    at.selectbox(key="launch_boundary_mode_paper").set_value("border-voxel").run()
+    at.number_input(key="launch_nsd_tolerance_mm_default").set_value(1.5).run()
+    at.selectbox(key="launch_boundary_mode_default").set_value("border-voxel").run()
     assert "NSD tolerance 1.5 mm" in texts(at) and "boundary border-voxel" in texts(at)
     at.button(key="launch_enqueue").click().run()
     no_exception(at)

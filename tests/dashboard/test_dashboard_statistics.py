@@ -110,7 +110,8 @@ def test_leaderboard_puts_the_metrics_first_with_units_help_and_no_none(populate
     no_exception(at)
     table = at.dataframe[0]
     headers = [m.header for m in registry.all_metrics()]
-    assert list(table.value.columns[: 2 + len(headers)]) == ["run", "model", *headers]
+    # the link to the run's page, then the run, its model and the metrics
+    assert list(table.value.columns[: 3 + len(headers)]) == ["page", "run", "model", *headers]
     assert table.proto.placeholder == "–"
     config = json.loads(table.proto.columns)
     assert "not the uncertainty of the mean" in config["Dice std (%)"]["help"]

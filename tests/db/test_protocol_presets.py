@@ -14,7 +14,14 @@ from db import jobs
 from db.errors import SweepConflict
 from db.grid import RunSpec
 from db.models import Run, Sweep, utcnow
-from db.presets import PRESETS, check_seeds, matching_presets, protocol_line, resolve
+from db.presets import (
+    PRESET_DESCRIPTIONS,
+    PRESETS,
+    check_seeds,
+    matching_presets,
+    protocol_line,
+    resolve,
+)
 from db.protocol import Protocol, ProtocolError
 from db.session import session_scope
 
@@ -22,21 +29,21 @@ CELL = RunSpec("lung-segmentation", "unet", "resnet18", "random")
 
 
 def test_presets_are_pinned():
-    assert PRESETS == {
-        "paper": {
-            "epochs": 200,
-            "image_size": 512,
-            "batch_size": 2,
-            "lr": 1e-3,
-            "loss": "soft-dice",
-            "metric_mode": "standard",
-            "augment": True,
-            "augment_mode": "paper",
-            "train_precision": "fp32",
-            "test_resize": "standard",
-            "deterministic": False,
-            "seed_streams": "per-purpose",
-        },
+    text = {
+        "epochs": 200,
+        "image_size": 512,
+        "batch_size": 2,
+        "lr": 1e-3,
+        "augment": True,
+        "augment_mode": "paper",
+        "train_precision": "fp32",
+        "test_resize": "standard",
+        "deterministic": False,
+        "seed_streams": "per-purpose",
+    }
+    assert {
+        "default": {**text, "loss": "soft-dice", "metric_mode": "standard"},
+        "paper": {**text, "loss": "soft-dice-per-image", "metric_mode": "paper-text"},
         "authors-2020": {
             "epochs": 100,
             "image_size": 512,
@@ -51,9 +58,13 @@ def test_presets_are_pinned():
             "deterministic": False,
             "seed_streams": "per-purpose",
         },
-    }
-    # the paper preset is segbench's default protocol
-    assert resolve("paper") == resolve(None) == Protocol()
+    } == PRESETS
+    assert set(PRESET_DESCRIPTIONS) == set(PRESETS)
+    # the default preset is segbench's default protocol; the paper's text differs from it
+    # on exactly the two documented points
+    assert resolve("default") == resolve(None) == Protocol()
+    differ = {k for k, v in resolve("paper").to_dict().items() if getattr(Protocol(), k) != v}
+    assert differ == {"loss", "metric_mode"}
     assert resolve("authors-2020").metric_eps == 1e-6
     assert matching_presets(resolve("authors-2020")) == ["authors-2020"]
 

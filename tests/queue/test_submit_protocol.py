@@ -65,11 +65,11 @@ def test_explicit_options_override_the_preset(embedded, synthetic_data):
     )
 
 
-def test_no_preset_is_the_paper_text(embedded, synthetic_data):
+def test_no_preset_is_the_default_preset(embedded, synthetic_data):
     doc = submit_json(embedded, "--image-size", "64", "--data", str(synthetic_data))
     assert doc["protocol"] == Protocol(image_size=64).shared_dict()
-    assert {k: doc["protocol"][k] for k in PRESETS["paper"] if k != "image_size"} == {
-        k: v for k, v in PRESETS["paper"].items() if k != "image_size"
+    assert {k: doc["protocol"][k] for k in PRESETS["default"] if k != "image_size"} == {
+        k: v for k, v in PRESETS["default"].items() if k != "image_size"
     }
 
 
@@ -78,7 +78,9 @@ def test_unknown_preset_fails_in_one_sentence_and_writes_nothing(embedded, synth
         "submit", *CELL, "--preset", "nnunet", "--data", str(synthetic_data), check=False
     )
     assert result.exit_code == 1
-    assert "Unknown preset 'nnunet'; expected one of: paper, authors-2020." in result.output
+    assert (
+        "Unknown preset 'nnunet'; expected one of: default, paper, authors-2020." in result.output
+    )
     assert embedded.runs() == {}
 
 

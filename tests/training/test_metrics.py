@@ -142,9 +142,41 @@ def test_deprecated_authors_dice_name_maps_to_smp_legacy_dice():
 
 def test_authors_2020_metric_eps_is_1e_6():
     """The 2020 code's denominators carry 1e-6 (the standard mode's ratios are exact)."""
-    assert METRIC_EPS == {"standard": 0.0, "authors-2020": 1e-6}
+    assert METRIC_EPS == {"standard": 0.0, "authors-2020": 1e-6, "paper-text": 1e-5}
     c = np.array([[1, 0, 1, 2]])  # Dice 2/3 without eps
     dice = slice_metrics(c, "authors-2020")["dice"][0]
     assert dice == pytest.approx(2 / (3 + 1e-6), abs=1e-15)
     assert abs(dice - 2 / (3 + 1e-5)) > 1e-7
     assert slice_metrics(c)["dice"][0] == 2 / 3
+
+
+def paper_text_by_hand(tp, fp, fn, tn):
+    """The paper's text, transcribed literally: Sensitivity TP/(TP+FN), specificity
+    TN/(TN+FP), Dice 2TP/(2TP+FP+FN), each with eps = 1e-5; 'when TP+FP=0 all metrics
+    are set to 1'."""
+    eps = 1e-5
+    if tp + fp == 0:
+        return 1.0, 1.0, 1.0
+    return tp / (tp + fn + eps), tn / (tn + fp + eps), 2 * tp / (2 * tp + fp + fn + eps)
+
+
+def test_paper_text_mode_follows_the_text_and_rewards_an_empty_prediction():
+    """Checked slice by slice against the literal transcription above, on every kind of
+    slice: a missed lesion (nothing predicted) scores 1 under the text, 0 in standard."""
+    counts = np.array(
+        [
+            [5, 2, 3, 90],  # an ordinary slice
+            [0, 0, 7, 93],  # a missed lesion: nothing predicted
+            [0, 0, 0, 100],  # both empty
+            [0, 4, 0, 96],  # a false positive on an empty slice
+            [9, 0, 0, 91],  # perfect
+        ]
+    )
+    m = slice_metrics(counts, "paper-text")
+    for i, row in enumerate(counts):
+        want = paper_text_by_hand(*(int(v) for v in row))
+        got = (m["sensitivity"][i], m["specificity"][i], m["dice"][i])
+        assert got == pytest.approx(want, rel=1e-12), (row, got, want)
+    assert slice_metrics(counts[1:2])["dice"][0] == 0.0
+    assert m["dice"][1] == 1.0
+    assert summarize(counts, "paper-text")["dice"] > summarize(counts)["dice"]

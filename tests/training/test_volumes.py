@@ -126,3 +126,23 @@ def test_protocol_boundary_fields():
             Protocol(nsd_tolerance_mm=bad)
     with pytest.raises(ProtocolError, match="boundary mode 'mesh'"):
         Protocol(boundary_mode="mesh")
+
+
+def test_scoring_on_a_thread_pool_gives_the_same_numbers():
+    """threads > 1 scores finished volumes on a pool while slices keep arriving; the
+    numbers are those of the scorer that scores in line."""
+    rng = np.random.default_rng(0)
+    masks = np.zeros((12, 16, 16), np.uint8)
+    masks[1:5, 4:11, 3:9] = 1
+    masks[6:11, 2:8, 6:14] = 1
+    split = split_of([0] * 6 + [1] * 6, list(range(6)) * 2, masks)
+    pred = (masks > 0) ^ (rng.random(masks.shape) < 0.05)
+    counts = np.zeros((12, 4), np.int64)
+    out = []
+    for threads in (1, 3):
+        scorer = VolumeScorer(split, [(0.8, 0.8, 2.0)] * 2, threads=threads)
+        for start in range(0, 12, 5):
+            scorer.add(start, pred[start : start + 5])
+        out.append(scorer.results(counts))
+    assert out[0] == out[1]
+    assert all(v.nsd is not None and v.hd95 is not None for v in out[1])

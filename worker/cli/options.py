@@ -27,7 +27,7 @@ from db.grid import (
     expand_all,
     experiment_names,
 )
-from db.presets import resolve
+from db.presets import PRESET_DESCRIPTIONS, resolve
 from db.protocol import PROTOCOL_FIELDS
 from db.settings import get_settings
 
@@ -81,8 +81,8 @@ PresetOpt = Annotated[
     str | None,
     typer.Option(
         "--preset",
-        help="paper (the paper's text, the default) or authors-2020 (the authors' 2020 "
-        "code); options given beside it override it.",
+        help="; ".join(f"{name}: {text}" for name, text in PRESET_DESCRIPTIONS.items())
+        + ". Options given beside it override it.",
         rich_help_panel=PROTOCOL_PANEL,
     ),
 ]

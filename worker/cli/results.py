@@ -108,6 +108,7 @@ def export_table(
 
     One table holds runs of one protocol on one dataset: a selection that spans sweeps
     with different protocols or data is refused (choose one with --sweep)."""
+    from worker.results import environments
     from worker.results.baselines import MARKER_NOTE, marked
     from worker.results.frames import ExportError, results_frame
     from worker.results.tables import (
@@ -135,6 +136,8 @@ def export_table(
                 init=init,
             )
             sweeps = {n: queries.sweep_row(session, sweep=n) for n in set(df["sweep"])}
+            keys = list(df["environment_key"]) if "environment_key" in df else []
+            mixed = environments.note(keys, queries.environments(session, keys))
         if df.empty:
             raise ExportError("No succeeded run matches the selection; the table would be empty.")
         check_one_protocol(df, sweeps)
@@ -149,6 +152,8 @@ def export_table(
     notes.append(resolution_note(sizes[0] if len(sizes) == 1 else None))
     if (df["grid"] != "paper").any():
         notes.append(MARKER_NOTE)
+    if mixed:
+        notes.append(mixed)
     if df["synthetic"].any():
         notes.insert(0, "SYNTHETIC data: these numbers are not results on real CT")
     prefix = {"csv": "# ", "latex": "% "}.get(format, "> ")

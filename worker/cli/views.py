@@ -60,6 +60,8 @@ def show_pair(result: dict) -> None:
         f"{w['n']} non-zero differences; assumes independent slices)"
     )
     console.print(resolution_note(result["image_size"]))
+    if result.get("environment_note"):
+        console.print(f"[yellow]{result['environment_note']}[/]")
 
 
 def _bootstrap_p(d: dict) -> str:

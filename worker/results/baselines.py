@@ -28,7 +28,7 @@ from db.grid import MARKERS, grid_kind, is_paper, run_name
 from db.metrics import BOOTSTRAP_RESAMPLES, INTERVAL_METHOD, resolution_note
 from worker.results import bootstrap, formats, intervals, ranking, stats
 from worker.results.frames import ExportError, run_counts
-from worker.results.identity import comparable, identity, run_identity
+from worker.results.identity import comparable, environment_note, identity, run_identity
 
 MARKER_NOTE = "+: an smp model beyond the paper's grid; ◆: a user's own model."
 
@@ -171,7 +171,9 @@ def compare_to_baselines(
     )
     tests = out["wilcoxon"]
     best = baselines[out["best"]]
+    base_ident = [identity(b, b["protocol"]) for b in baselines]
     return {
+        "environment_note": environment_note(session, [own, *base_ident]),
         "run": {"id": run_id, "name": run_name(run), "dice": float(run_dice.mean())},
         "image_size": own["image_size"],
         "sweep": sweep,
@@ -223,5 +225,6 @@ def describe(result: dict) -> str:
             f"significantly better than {result['better_than']}, worse than "
             f"{result['worse_than']} of them (Holm-adjusted alpha {result['alpha']})",
             resolution_note(result.get("image_size")),
+            *([result["environment_note"]] if result.get("environment_note") else []),
         ]
     )

@@ -9,7 +9,7 @@ from db.grid import run_name
 from db.metrics import BOOTSTRAP_RESAMPLES, INTERVAL_METHOD
 from worker.results import intervals, stats
 from worker.results.frames import ExportError, run_counts
-from worker.results.identity import comparable, run_identity
+from worker.results.identity import comparable, environment_note, run_identity
 
 
 def compare_runs(
@@ -58,6 +58,7 @@ def compare_runs(
         method=method,
     )
     out["image_size"] = ident[run_a]["image_size"]
+    out["environment_note"] = environment_note(session, [ident[run_a], ident[run_b]])
     out["a"] = {**a, **out["a"]}
     out["b"] = {**b, **out["b"]}
     return out

@@ -30,6 +30,7 @@ RUN_COLUMNS = [
     "init",
     "seed",
     "protocol_hash",
+    "environment_key",  # where it trained (worker.results.environments)
     "protocol",  # the sweep's (db.protocol.Protocol.shared_dict)
     "synthetic",
     "dataset_name",

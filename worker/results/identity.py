@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from db import queries
 from db.protocol import PROTOCOL_FIELDS
+from worker.results import environments
 
 # (key, how a sentence names it, how a value is written)
 IDENTITY: tuple[tuple[str, str, str], ...] = (
@@ -29,9 +30,10 @@ IDENTITY: tuple[tuple[str, str, str], ...] = (
 
 def identity(run: Mapping[str, Any], protocol: Mapping[str, Any] | None) -> dict[str, Any]:
     """The fields of IDENTITY of a run row (with id, experiment, protocol_hash,
-    manifest_hash) whose sweep's protocol is ``protocol``."""
+    manifest_hash) whose sweep's protocol is ``protocol``, and its environment key."""
     return {
         "id": run["id"],
+        "environment_key": run.get("environment_key"),
         "experiment": run["experiment"],
         "image_size": (protocol or {}).get("image_size"),
         "protocol_hash": run["protocol_hash"],
@@ -60,6 +62,13 @@ def comparable(a: Mapping[str, Any], b: Mapping[str, Any]) -> str | None:
         f"Runs {a['id']} and {b['id']} differ in {' and '.join(differ)}; compare only runs of "
         "the same experiment, image size, protocol and test data."
     )
+
+
+def environment_note(session: Session, runs: list[Mapping[str, Any]]) -> str | None:
+    """One sentence when identity() dicts of comparable runs trained in different
+    environments (worker.results.environments): compared, but never silently."""
+    keys = [r.get("environment_key") for r in runs]
+    return environments.note(keys, queries.environments(session, keys))
 
 
 def _settings(a: Mapping[str, Any], b: Mapping[str, Any]) -> str:

@@ -24,7 +24,7 @@ from db.errors import InvalidInput, check_choice
 from db.grid import ARCHITECTURES, ENCODERS, EXPERIMENTS, grid_kind
 from db.metrics import BOOTSTRAP_RESAMPLES, CONFIDENCE, INTERVAL_METHOD
 from db.protocol import METRIC_MODES
-from worker.results import bootstrap, intervals, ranking, stats
+from worker.results import bootstrap, environments, intervals, ranking, stats
 from worker.results.frames import ExportError
 from worker.training.metrics import summarize
 
@@ -239,6 +239,23 @@ def _between_experiments(frame: pd.DataFrame) -> list[dict]:
     return out
 
 
+def _environments(session: Session, runs: list[dict]) -> dict[str, Any]:
+    """Where the sweep's runs trained: each environment key with its description and
+    its runs, and the sentence that says so when there are several."""
+    keys = [r.get("environment_key") for r in runs]
+    described = queries.environments(session, keys)
+    groups: dict[str, list[int]] = {}
+    for run, key in zip(runs, keys, strict=True):
+        groups.setdefault(environments.key_of(key), []).append(run["id"])
+    return {
+        "environments": [
+            {"key": k, "description": environments.describe(described.get(k)), "runs": ids}
+            for k, ids in sorted(groups.items())
+        ],
+        "environment_note": environments.note(keys, described),
+    }
+
+
 def build_report(
     session: Session,
     sweep: str,
@@ -348,6 +365,7 @@ def build_report(
             "experiments": _between_experiments(frame) if not frame.empty else [],
         },
         "cd": cd,
+        **_environments(session, runs),
     }
     if with_replicates:
         report["rank_replicates"] = {

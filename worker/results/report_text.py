@@ -179,6 +179,8 @@ def render(report: dict, fmt: str) -> str:
         lines.append(f"# {head}\n")
         if report["synthetic"]:
             lines.append(f"> {SYNTHETIC_NOTE}\n")
+        if report.get("environment_note"):
+            lines.append(f"> {report['environment_note']}\n")
         for title, note, header, rows in sections(report):
             lines += [f"## {title}\n", note + "\n"]
             if header and rows:
@@ -190,6 +192,8 @@ def render(report: dict, fmt: str) -> str:
     lines.append(f"% {head}")
     if report["synthetic"]:
         lines.append(f"% {SYNTHETIC_NOTE}")
+    if report.get("environment_note"):
+        lines.append(f"% {report['environment_note']}")
     for title, note, header, rows in sections(report):
         lines += [rf"\paragraph{{{_escape(title)}}} {_escape(note)}", ""]
         if header and rows:

@@ -1,8 +1,9 @@
 """Runs that differ only by seed, pooled: the leaderboard's mean ± std over seeds.
 
 Two runs are seeds of one another when they share the grid cell (experiment,
-architecture, encoder, init), the dataset, real vs generated data, and every protocol
-setting except the seed. Pure pandas.
+architecture, encoder, init), the dataset, real vs generated data, every protocol
+setting except the seed, and the environment they trained in (environment_key: device,
+threads, torch, math mode; worker.results.environments). Pure pandas.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+
+from worker.results.environments import UNRECORDED, key_of
 
 CELL = ["experiment", "architecture", "encoder", "init"]
 POOLED = ("dice", "sensitivity", "specificity")
@@ -28,7 +31,7 @@ def over_seeds(board: pd.DataFrame, sweeps: pd.DataFrame) -> pd.DataFrame:
 
     ``sweeps``: rows of db.queries.sweeps (name, protocol, dataset_name, synthetic).
     """
-    columns = [*CELL, "sweeps", "n", "seeds", "runs"]
+    columns = [*CELL, "environment", "sweeps", "n", "seeds", "runs"]
     columns += [f"{m}_{s}" for m in POOLED for s in ("mean", "std")]
     done = board[board["dice"].notna()] if "dice" in board else board.iloc[0:0]
     if done.empty:
@@ -41,9 +44,14 @@ def over_seeds(board: pd.DataFrame, sweeps: pd.DataFrame) -> pd.DataFrame:
     seeds = {row["name"]: (row["protocol"] or {}).get("seed") for _, row in sweeps.iterrows()}
     frame = done.copy()
     frame["protocol_key"] = frame["sweep"].map(protocols)
+    # never across environments (worker.results.environments)
+    if "environment_key" in frame:
+        frame["environment"] = [key_of(k) for k in frame["environment_key"]]
+    else:
+        frame["environment"] = UNRECORDED
     if "seed" not in frame:
         frame["seed"] = frame["sweep"].map(seeds)
-    grouped = frame.groupby([*CELL, "protocol_key"], sort=False)
+    grouped = frame.groupby([*CELL, "protocol_key", "environment"], sort=False)
     out = grouped.agg(
         sweeps=("sweep", lambda s: ", ".join(sorted(set(s)))),
         n=("id", "size"),

@@ -64,7 +64,10 @@ def evaluate(
     counts = []
     gallery = sorted(set(gallery or []))
     masks: dict[int, np.ndarray] = {}
-    scorer = VolumeScorer(split, spacing, nsd_tolerance_mm, boundary_mode)
+    # boundary metrics on the run's CPU threads, beside the next slices' inference
+    scorer = VolumeScorer(
+        split, spacing, nsd_tolerance_mm, boundary_mode, threads=torch.get_num_threads()
+    )
     model.eval()
     with torch.inference_mode():
         for start in range(0, len(x), batch_size):
@@ -76,7 +79,6 @@ def evaluate(
             for i in gallery:
                 if start <= i < start + prob.shape[0]:
                     masks[i] = (prob[i - start, 0] > 0.5).cpu().numpy()
-    progress(len(x), len(x))
     c = torch.cat(counts).cpu().numpy() if counts else np.zeros((0, 4), dtype=np.int64)
     summary = metrics.summarize(c, metric_mode)
     slices = [
@@ -91,7 +93,8 @@ def evaluate(
         )
         for i, row in enumerate(c)
     ]
-    volumes = scorer.results(c)
+    volumes = scorer.results(c)  # waits for the volumes still being scored
+    progress(len(x), len(x))
     result = TestResult(
         slices=slices,
         metric_mode=metric_mode,

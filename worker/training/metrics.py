@@ -6,7 +6,7 @@ The ratios are written once here (``dice_from_counts``, ``sensitivity_from_count
 per-slice metrics, their means over slices, the pooled Dice, per-volume 3-D Dice and
 the statistics of worker.results all call them.
 
-Two modes:
+Three modes:
 - ``standard`` (default): sensitivity TP/(TP+FN), specificity TN/(TN+FP),
   Dice 2TP/(2TP+FP+FN); a 0/0 ratio counts as 1.
 - ``authors-2020``: what the authors' 2020 code computed. It swapped its FP and FN
@@ -16,6 +16,10 @@ Two modes:
   as in that code (db.protocol.METRIC_EPS). A count metric the 2020 code did not
   compute takes its standard formula with that eps and that empty-truth rule.
   Only for comparing with the paper's Table 2.
+- ``paper-text``: the paper's text as written: the standard ratios with eps = 1e-5 in
+  every denominator, and "when TP+FP = 0 all metrics are set to 1", i.e. every metric
+  is 1 on a slice where nothing is predicted, whatever the ground truth (so a missed
+  lesion scores a perfect Dice: the reason it is not segbench's default).
 """
 
 from __future__ import annotations
@@ -114,6 +118,9 @@ def slice_metrics(counts: np.ndarray, mode: str = "standard") -> dict[str, np.nd
     if mode == "authors-2020":
         empty_truth = (tp + fn) == 0
         out = {k: np.where(empty_truth, 1.0, v) for k, v in out.items()}
+    elif mode == "paper-text":
+        empty_prediction = (tp + fp) == 0  # "when TP+FP=0 all metrics are set to 1"
+        out = {k: np.where(empty_prediction, 1.0, v) for k, v in out.items()}
     return out
 
 

@@ -15,6 +15,7 @@ are held at a time.
 from __future__ import annotations
 
 import math
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
@@ -51,6 +52,11 @@ class VolumeScorer:
     spacing: per test volume (rows mm, columns mm, slice mm) of the stored slices, as
     worker.data.dataset.Dataset.test_spacing; None or [] = no boundary metrics
     (NSD and HD95 stay None).
+
+    threads > 1: a finished volume's boundary metrics are computed on a pool of that
+    many threads while the caller goes on predicting the next slices (scipy's k-d tree
+    and distance transform release the GIL: 1.5x with 2 threads on a 2-core VM). The
+    numbers are the same either way; on a GPU the device no longer waits for them.
     """
 
     def __init__(
@@ -59,8 +65,10 @@ class VolumeScorer:
         spacing: list[tuple[float, float, float]] | None,
         tolerance_mm: float = 2.0,
         mode: str = "surface-area",
+        threads: int = 1,
     ):
         self.split = split
+        self._pool = ThreadPoolExecutor(threads) if threads > 1 and spacing else None
         self.ranges = volume_ranges(split.volume)
         self.spacing = list(spacing or [])
         self.boundary = bool(self.spacing)
@@ -101,19 +109,32 @@ class VolumeScorer:
             self._boundary[v] = (None, None)  # a gap between slices: no honest 3-D surface
             return
         rows, cols, z = self.spacing[v]
-        m = boundary_metrics(
-            self.split.masks[a:b], pred, (z, rows, cols), self.tolerance_mm, self.mode
-        )
-        self._boundary[v] = (100.0 * m["nsd"], m["hd95"])
+        args = (self.split.masks[a:b], pred, (z, rows, cols), self.tolerance_mm, self.mode)
+        if self._pool is not None:
+            self._boundary[v] = self._pool.submit(_scored, *args)
+        else:
+            self._boundary[v] = _scored(*args)
 
     def results(self, counts: np.ndarray) -> list[VolumeMetrics]:
-        """Per-volume metrics, given the per-slice (tp, fp, fn, tn) of the test set."""
+        """Per-volume metrics, given the per-slice (tp, fp, fn, tn) of the test set
+        (waits for the volumes still being scored)."""
+        if self._pool is not None:
+            self._boundary = {
+                v: (r.result() if isinstance(r, Future) else r) for v, r in self._boundary.items()
+            }
+            self._pool.shutdown()
+            self._pool = None
         out = []
         for v, a, b in self.ranges:
             tp, fp, fn = (int(x) for x in counts[a:b, :3].sum(0))
             nsd, hd = self._boundary.get(v, (None, None))
             out.append(VolumeMetrics(v, b - a, dice_3d(tp, fp, fn), nsd, hd))
         return out
+
+
+def _scored(truth, pred, spacing, tolerance_mm, mode) -> tuple[float, float]:
+    m = boundary_metrics(truth, pred, spacing, tolerance_mm, mode)
+    return 100.0 * m["nsd"], m["hd95"]
 
 
 def mean_covered(values) -> tuple[float | None, int]:
