@@ -7,10 +7,19 @@ DEMO_DIR ?= demo
 
 .PHONY: run test test-fast lint format venv bench gpu-wheels gpu-session-dry clean doctor
 
+# The first install downloads PyTorch with its CUDA libraries: several GB (the venv
+# measured 6.9 GB on disk), minutes of pip; pip shows each package as it comes.
 $(BIN)/segbench: pyproject.toml
+	@echo "segbench: creating $(VENV) with $(PYTHON) ($$($(PYTHON) --version 2>&1))"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	@echo "segbench: installing the project and its dependencies into $(VENV): torch 2.14.1"
+	@echo "  with its CUDA libraries, torchvision, segmentation-models-pytorch, timm, Streamlit,"
+	@echo "  Celery, SQLAlchemy, nibabel, SciPy and the test tools. Several GB to download"
+	@echo "  (about 7 GB on disk): a few minutes on a fast connection, up to half an hour on"
+	@echo "  a slow one. Later runs skip this step."
+	$(BIN)/pip install --progress-bar on -e '.[dev]'
+	@echo "segbench: installed; \`. $(VENV)/bin/activate\` puts the segbench command on PATH"
 	touch $(BIN)/segbench
 
 venv: $(BIN)/segbench

@@ -107,6 +107,11 @@ def experiment(name: str) -> Experiment:
     return EXPERIMENT_SPECS[check_choice("experiment", name, EXPERIMENTS)]
 
 
+# The names every experiment filter takes besides the full ones: the short names
+# `segbench status` and narrow tables print (Experiment.short), short -> full.
+EXPERIMENT_ALIASES: dict[str, str] = {e.short: e.name for e in EXPERIMENT_SPECS.values()}
+SHORT_EXPERIMENT: dict[str, str] = {e.name: e.short for e in EXPERIMENT_SPECS.values()}
+
 INITS: tuple[str, ...] = ("random", "imagenet")
 
 # A user's own model: `module:function` or the name of a `segbench.models` entry point
@@ -208,7 +213,7 @@ def check_model_ref(ref: str) -> str:
 
 def custom_specs(model: str, experiments: Iterable[str] | None = None) -> list[RunSpec]:
     """The runs of a user's own model, one per selected experiment."""
-    exps = _selected("experiment", experiments, EXPERIMENTS)
+    exps = _selected("experiment", experiment_names(experiments), EXPERIMENTS)
     return [RunSpec(x, CUSTOM, check_model_ref(model), CUSTOM_INIT) for x in exps]
 
 
@@ -223,6 +228,24 @@ def run_name(run: Mapping[str, Any]) -> str:
 
 def check_name(kind: str, value: str, valid: Iterable[str]) -> str:
     return check_choice(kind, value, valid, GridError)
+
+
+def experiment_name(value: str) -> str:
+    """The full name of an experiment given by its full name or its short one
+    (EXPERIMENT_ALIASES: ``lung`` is ``lung-segmentation``); GridError otherwise."""
+    full = EXPERIMENT_ALIASES.get(value, value)
+    if full not in EXPERIMENTS:
+        raise GridError(
+            f"Unknown experiment '{value}'; expected one of: "
+            + ", ".join(f"{x} ({SHORT_EXPERIMENT[x]})" for x in EXPERIMENTS)
+            + "."
+        )
+    return full
+
+
+def experiment_names(values: Iterable[str] | None) -> list[str] | None:
+    """experiment_name of each value (None stays None: no filter)."""
+    return None if values is None else [experiment_name(v) for v in values]
 
 
 def _selected(
@@ -253,7 +276,7 @@ def expand(
     Encoders and families combine as a union: ``--family vgg --encoder resnet18``
     selects the three VGGs and resnet18.
     """
-    exps = _selected("experiment", experiments, EXPERIMENTS)
+    exps = _selected("experiment", experiment_names(experiments), EXPERIMENTS)
     archs = _selected("architecture", architectures, ARCHITECTURES, SMP_ARCHITECTURES)
     inits_ = _selected("init", inits, INITS)
     encs = list(encoders or [])
@@ -300,7 +323,7 @@ def expand_all(
     ImageNet runs of encoders without ImageNet weights (timm universal encoders are
     any timm model, so they are not listed; name them with --encoder tu-<name>)."""
     from_catalog = list(SMP_ENCODERS)
-    exps = _selected("experiment", experiments, EXPERIMENTS)
+    exps = _selected("experiment", experiment_names(experiments), EXPERIMENTS)
     archs = _selected("architecture", architectures, SMP_ARCHITECTURES)
     inits_ = _selected("init", inits, INITS)
     encs = [check_encoder(e) for e in encoders or []]

@@ -143,8 +143,44 @@ def test_predict_refuses_a_zero_batch_and_a_negative_tolerance(tmp_path):
     args += ["--output", str(tmp_path / "mask.nii.gz")]
     result = segbench(*args, "--batch-size", "0")
     assert result.exit_code == 2 and "Invalid value" in result.output
-    one_sentence(segbench(*args, "--tolerance-mm", "-1"), "--tolerance-mm must be above 0")
+    one_sentence(segbench(*args, "--nsd-tolerance-mm", "-1"), "--nsd-tolerance-mm must be above 0")
+    # the old name still works, and says it is deprecated
+    old = segbench(*args, "--tolerance-mm", "-1")
+    assert old.exit_code == 1
+    warning, error = old.output.strip().splitlines()
+    assert (
+        warning.startswith("warning: --tolerance-mm is deprecated")
+        and "--nsd-tolerance-mm" in warning
+    )
+    assert error == "error: --tolerance-mm must be above 0, got -1."
+    assert "--tolerance-mm " not in segbench("predict", "--help").output
     assert not (tmp_path / "mask.nii.gz").exists()
+
+
+BROKEN_MODELS = {
+    "raises": "        return self.conv(x)  # 3 input channels: a 1-channel slice fails\n",
+    "returns a tuple": "        return (x, x)\n",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BROKEN_MODELS))
+def test_a_user_model_whose_test_forward_pass_fails_is_one_sentence(
+    db, synthetic_data, tmp_path, monkeypatch, kind
+):
+    (tmp_path / "broken_net.py").write_text(
+        "from torch import nn\n\n\nclass Net(nn.Module):\n    def __init__(self):\n"
+        "        super().__init__()\n        self.conv = nn.Conv2d(3, 1, 3, padding=1)\n\n"
+        "    def forward(self, x):\n" + BROKEN_MODELS[kind] + "\n\n"
+        "def build(in_channels, classes):\n    return Net()\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    broker = f"sqla+sqlite:///{tmp_path / 'broker.sqlite'}"
+    result = segbench(
+        "submit", "--model", "broken_net:build", "-x", "lung", "--data", str(synthetic_data),
+        "--db", db, "--broker", broker, "--epochs", "1", "--image-size", "64",
+    )  # fmt: skip
+    one_sentence(result, "The model broken_net.build", "(2, 1, 64, 64)")
+    assert runs_in(db) == 0
 
 
 def test_a_model_folder_cannot_make_predict_allocate_terabytes(tmp_path):

@@ -274,7 +274,7 @@ def test_predict_against_a_reference_mask(trained, tmp_path):
     result = CliRunner().invoke(
         load_commands(),
         ["predict", "--model", str(trained["model"]), "--input", str(ct), "--output", str(out),
-         "--reference", str(truth_path), "--tolerance-mm", "5", "--format", "json"],
+         "--reference", str(truth_path), "--nsd-tolerance-mm", "5", "--format", "json"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     reference = json.loads(result.stdout)["reference"]

@@ -12,6 +12,7 @@ from db.protocol import BOUNDARY_MODES
 from worker.cli.app import app
 from worker.cli.options import FormatOpt, check_format, fail, print_json, user_errors
 from worker.cli.results import export_app
+from worker.cli.train import DeviceOpt, chosen_device
 
 ModelOpt = Annotated[Path, typer.Option("--model", help="Model folder (safetensors + json).")]
 InputOpt = Annotated[Path, typer.Option("--input", help="CT volume in HU (.nii/.nii.gz).")]
@@ -19,7 +20,6 @@ LungOpt = Annotated[
     Path | None,
     typer.Option("--lung-model", help="Lung model folder (for lesion-segmentation-b models)."),
 ]
-DeviceOpt = Annotated[str, typer.Option("--device", help="cpu or cuda.")]
 
 
 @app.command()
@@ -28,13 +28,19 @@ def predict(
     input: InputOpt,
     output: Annotated[Path, typer.Option("--output", help="Mask to write (.nii.gz).")],
     lung_model: LungOpt = None,
-    device: DeviceOpt = "cpu",
+    device: DeviceOpt = None,
     batch_size: Annotated[int, typer.Option(help="Slices per forward pass.", min=1, max=4096)] = 8,
     reference: Annotated[
         Path | None,
         typer.Option(help="Ground-truth mask: also report Dice and NSD (percent), HD95 (mm)."),
     ] = None,
-    tolerance_mm: Annotated[float, typer.Option(help="NSD tolerance in mm (above 0).")] = 2.0,
+    nsd_tolerance_mm: Annotated[
+        float,
+        typer.Option("--nsd-tolerance-mm", help="NSD tolerance in mm (above 0), as on submit."),
+    ] = 2.0,
+    old_tolerance_mm: Annotated[
+        float | None, typer.Option("--tolerance-mm", hidden=True, help="Deprecated.")
+    ] = None,
     boundary_mode: Annotated[
         str,
         typer.Option(
@@ -44,17 +50,26 @@ def predict(
     ] = "surface-area",
     format: FormatOpt = "table",
 ) -> None:
-    """Segment every axial slice of a CT volume with a saved model (CPU by default)."""
+    """Segment every axial slice of a CT volume with a saved model (on a GPU if there is one)."""
     from worker.inference.predict import predict_file
 
     check_format(format)
+    tolerance_mm, option = nsd_tolerance_mm, "--nsd-tolerance-mm"
+    if old_tolerance_mm is not None:
+        typer.echo(
+            "warning: --tolerance-mm is deprecated and will be removed; use --nsd-tolerance-mm "
+            "(the name submit and train use).",
+            err=True,
+        )
+        tolerance_mm, option = old_tolerance_mm, "--tolerance-mm"
     if not tolerance_mm > 0:
-        fail(f"--tolerance-mm must be above 0, got {tolerance_mm:g}.")
+        fail(f"{option} must be above 0, got {tolerance_mm:g}.")
     if boundary_mode not in BOUNDARY_MODES:
         fail(
             f"Unknown --boundary-mode '{boundary_mode}'; expected one of: "
             f"{', '.join(BOUNDARY_MODES)}."
         )
+    device, device_text = chosen_device(device)
     with user_errors():
         summary = predict_file(
             model, input, output, lung_model_dir=lung_model, device=device, batch_size=batch_size
@@ -75,7 +90,7 @@ def predict(
     typer.echo(
         f"{summary['output']}: {summary['voxels']} voxels ({summary['volume_ml']:.1f} ml) in "
         f"{summary['slices_with_foreground']} of {summary['shape'][2]} slices, "
-        f"{summary['model']}, {summary['seconds']:.1f} s"
+        f"{summary['model']}, {summary['seconds']:.1f} s on {device_text}"
     )
     if reference is not None:
         r = summary["reference"]
@@ -136,7 +151,7 @@ def export_mesh(
     mask: Annotated[
         Path | None, typer.Option("--mask", help="Mesh this mask instead of predicting one.")
     ] = None,
-    device: DeviceOpt = "cpu",
+    device: DeviceOpt = None,
 ) -> None:
     """3-D surface (marching cubes, mm) of a predicted or given mask (paper Fig. 7)."""
     import nibabel as nib
@@ -145,6 +160,8 @@ def export_mesh(
     from worker.inference.mesh import mask_surface, mesh_volume, write_mesh
     from worker.inference.predict import PredictError, load_saved_model, read_ct, segment
 
+    if model is not None:
+        device, _ = chosen_device(device)
     with user_errors():
         if (mask is None) == (model is None or input is None):
             raise PredictError("Give either --model and --input, or --mask.")

@@ -18,13 +18,38 @@ from sqlalchemy import make_url
 
 from db.engine import is_sqlite, normalize_url
 from db.errors import SegbenchError
-from db.grid import RunSpec, custom_specs, expand, expand_all
+from db.grid import (
+    EXPERIMENTS,
+    SHORT_EXPERIMENT,
+    RunSpec,
+    custom_specs,
+    expand,
+    expand_all,
+    experiment_names,
+)
 from db.presets import PRESET_DESCRIPTIONS, resolve
 from db.protocol import PROTOCOL_FIELDS
 from db.settings import get_settings
 
+
+def experiment_option(values: list[str] | None) -> list[str] | None:
+    """--experiment's callback: short names (lung, lesion-a, lesion-b; db.grid's
+    EXPERIMENT_ALIASES) become full ones; an unknown name is one sentence."""
+    if values is None:
+        return None
+    with user_errors():
+        return experiment_names(values)
+
+
+def one_experiment(value: str | None) -> str | None:
+    """The callback of an option that takes one experiment."""
+    return None if value is None else experiment_option([value])[0]
+
+
+EXPERIMENT_HELP = "Experiment(s): " + ", ".join(f"{x} ({SHORT_EXPERIMENT[x]})" for x in EXPERIMENTS)
 ExperimentOpt = Annotated[
-    list[str] | None, typer.Option("--experiment", "-x", help="Experiment(s).")
+    list[str] | None,
+    typer.Option("--experiment", "-x", help=EXPERIMENT_HELP, callback=experiment_option),
 ]
 ArchitectureOpt = Annotated[
     list[str] | None, typer.Option("--architecture", "-a", help="Architecture(s).")

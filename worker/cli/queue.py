@@ -120,10 +120,21 @@ def worker_command(
     ] = 1,
     gpu: Annotated[str, typer.Option(help="auto, none (CPU) or a GPU index.")] = "auto",
     loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
+    until_done: Annotated[
+        bool,
+        typer.Option(
+            "--until-done",
+            help="Stop once the database holds no queued or running run (scripts, the "
+            "README's tour); without it the worker waits for new runs until Ctrl-C.",
+        ),
+    ] = False,
     db: DbOpt = None,
     broker: BrokerOpt = None,
 ) -> None:
-    """A Celery worker: trains queued runs, one pool process per concurrent run."""
+    """A Celery worker: trains queued runs, one pool process per concurrent run.
+
+    Logs one line per epoch of each run (epoch/epochs, losses, seconds) and the test
+    pass; Ctrl-C or SIGTERM hands running runs back to the queue after their epoch."""
     if concurrency < 1:
         fail(f"--concurrency must be at least 1, got {concurrency}.")
     # Must precede billiard's import: SIGTERM then means "soft shutdown, requeue".
@@ -147,9 +158,12 @@ def worker_command(
     dispose_engine(db_url)
     typer.echo(
         f"segbench worker: database {redact(db_url)}, broker {broker_url.split('@')[-1]}, "
-        f"{concurrency} process(es) on {device}",
+        f"{concurrency} process(es) on {device}"
+        + ("; stops when no run is queued or running" if until_done else ""),
         err=True,
     )
+    if until_done:
+        stop_when_done(db_url)
     queue_broker.app.worker_main(
         [
             "worker",
@@ -163,6 +177,47 @@ def worker_command(
             "--without-heartbeat",
         ]
     )
+
+
+def stop_when_done(db_url: str, interval: float = 2.0) -> None:
+    """--until-done: once the worker is ready, look every `interval` seconds; when no
+    run is queued or running on two looks in a row, stop the worker as `docker stop`
+    does (SIGTERM: nothing runs, so it exits at once). The thread starts after the
+    pool has forked and uses an engine without a pool (as the reaper does), so no
+    child inherits a connection."""
+    import signal
+    import threading
+    import time
+
+    from celery import signals
+    from sqlalchemy.orm import Session
+
+    from db import queries
+    from db.engine import create_fresh_engine
+
+    def watch() -> None:
+        engine = create_fresh_engine(db_url, pooled=False)
+        idle = 0
+        while True:
+            time.sleep(interval)
+            try:
+                with Session(engine) as session:
+                    counts = queries.queue_counts(session)
+            except Exception:  # the database blinked: look again
+                continue
+            idle = idle + 1 if counts["queued"] == 0 and counts["running"] == 0 else 0
+            if idle >= 2:
+                typer.echo(
+                    "segbench worker: no run is queued or running; stopping (--until-done)",
+                    err=True,
+                )
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+
+    def start(**_kwargs) -> None:
+        threading.Thread(target=watch, name="segbench-until-done", daemon=True).start()
+
+    signals.worker_ready.connect(start, weak=False)
 
 
 @app.command()

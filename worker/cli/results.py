@@ -29,6 +29,7 @@ from worker.cli.options import (
     check_format,
     existing_database_url,
     fail,
+    one_experiment,
     print_json,
     user_errors,
 )
@@ -207,7 +208,9 @@ def export_figures(
 def compare(
     runs: Annotated[list[int] | None, typer.Argument(help="Two run ids: RUN_A RUN_B.")] = None,
     sweep: Annotated[str | None, typer.Option(help="Compare all pairs of a sweep.")] = None,
-    experiment: Annotated[str | None, typer.Option(help="Experiment (with --sweep).")] = None,
+    experiment: Annotated[
+        str | None, typer.Option(help="Experiment (with --sweep).", callback=one_experiment)
+    ] = None,
     resamples: Annotated[int, typer.Option(help="Bootstrap resamples.")] = BOOTSTRAP_RESAMPLES,
     seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
     run: Annotated[

@@ -13,16 +13,45 @@ from db.grid import RunSpec, custom_specs
 from db.presets import protocol_line
 from worker.cli.app import app
 from worker.cli.options import (
+    EXPERIMENT_HELP,
     DbOpt,
     FormatOpt,
     PresetOpt,
     check_format,
     fail,
+    one_experiment,
     print_json,
     protocol_from_options,
     user_errors,
     with_protocol_options,
 )
+
+DeviceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--device",
+        help="auto (CUDA when this process sees a GPU, else CPU), cpu, cuda or cuda:N "
+        "(default: SEGBENCH_DEVICE, else auto).",
+        show_default=False,
+    ),
+]
+
+
+def chosen_device(name: str | None) -> tuple[str, str]:
+    """The device --device names (None: the settings' device, `auto` unless
+    SEGBENCH_DEVICE says otherwise; auto: CUDA if this process sees one, else CPU) and
+    how to say it ("cpu (--device auto: no CUDA here)"); an unknown or unavailable
+    device is one sentence."""
+    from db.settings import get_settings
+    from worker.training.device import resolve_device
+
+    name = name or get_settings().device
+    with user_errors():
+        device = resolve_device(name)
+    how = ""
+    if name == "auto":
+        how = " (--device auto)" if device.type == "cuda" else " (--device auto: no CUDA here)"
+    return str(device), f"{device}{how}"
 
 
 def one_run(
@@ -43,7 +72,9 @@ def one_run(
 @with_protocol_options
 def train(
     data: Annotated[Path, typer.Option("--data", help="Dataset folder (medseg or nifti-folder).")],
-    experiment: Annotated[str, typer.Option("--experiment", "-x")],
+    experiment: Annotated[
+        str, typer.Option("--experiment", "-x", help=EXPERIMENT_HELP, callback=one_experiment)
+    ],
     architecture: Annotated[str | None, typer.Option("--architecture", "-a")] = None,
     encoder: Annotated[str | None, typer.Option("--encoder", "-e")] = None,
     init: Annotated[
@@ -59,7 +90,7 @@ def train(
     ] = None,
     preset: PresetOpt = None,
     seed: Annotated[int, typer.Option(help="Seed of this run.")] = 0,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    device: DeviceOpt = None,
     artifacts: Annotated[
         Path | None, typer.Option(help="Output folder (default: <artifacts dir>/<run id>).")
     ] = None,
@@ -81,14 +112,13 @@ def train(
     from worker.data.dataset import load_dataset
     from worker.queue.service import train_in_process
     from worker.training import weights
-    from worker.training.device import resolve_device
     from worker.training.recorder import FileRecorder, ProgressRecorder
 
     check_format(format)
     with user_errors():
         run = one_run(experiment, architecture, encoder, init, model)
         protocol = protocol_from_options(preset, {**(protocol_options or {}), "seed": seed})
-        resolve_device(device)  # refuse before any row is written
+        device, device_text = chosen_device(device)  # refuse before any row is written
         # Missing ImageNet weights are downloaded now (with a progress bar), or, when
         # downloads are forbidden, refused before any row is written.
         if run.init == "imagenet":
@@ -107,7 +137,10 @@ def train(
             artifacts_dir=artifacts,
             sweep=sweep,
             url=db,
-            recorders=lambda out: [FileRecorder(out), ProgressRecorder(protocol.epochs, run.name)],
+            recorders=lambda out: [
+                FileRecorder(out),
+                ProgressRecorder(protocol.epochs, run.name, device=device_text),
+            ],
         )
     summary = json.loads((result.artifacts_dir / "summary.json").read_text())
     summary["run_id"] = result.run_id

@@ -79,13 +79,24 @@ def up(
     home: Annotated[
         Path, typer.Option("--dir", help="Folder for the database, broker, artifacts, logs.")
     ] = Path("."),
-    port: Annotated[int, typer.Option("--port", help="Dashboard port on 127.0.0.1.")] = 8501,
+    port: Annotated[
+        int | None,
+        typer.Option(
+            "--port",
+            help="Dashboard port on 127.0.0.1 (default 8501, or the next free one).",
+            show_default=False,
+        ),
+    ] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", "-c")] = 1,
 ) -> None:
     """The embedded stack on this machine: SQLite + serverless broker + one worker +
     the dashboard on 127.0.0.1, until Ctrl-C (which stops all of it)."""
+    from worker.cli.dashboard import choose_port
     from worker.queue import broker, service  # Celery and the data stack: only here
 
+    port, note = choose_port(port)
+    if note:
+        typer.echo(note, err=True)
     home = home.resolve()
     home.mkdir(parents=True, exist_ok=True)
     (home / "logs").mkdir(exist_ok=True)

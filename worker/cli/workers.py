@@ -44,7 +44,7 @@ def eta_line(eta: dict) -> str:
         return "Nothing left to train."
     left = f"{eta['remaining_epochs']:,} epoch(s) left"
     if eta["workers"] == 0:
-        return f"{left}. {NO_WORKER}"
+        return f"{left}. {no_worker_line(eta['counts'])}"
     if eta["seconds_per_epoch"] is None:
         return f"{left}; time left: known once an epoch has finished."
     per_epoch = eta["seconds_per_epoch"]
@@ -53,6 +53,18 @@ def eta_line(eta: dict) -> str:
         f"{left} at {per_epoch:.{digits}f} s per epoch on {eta['workers']} live "
         f"worker(s) ({eta['slots']} run(s) at once): about {duration(eta['eta_seconds'])} left."
     )
+
+
+def no_worker_line(counts: dict[str, int]) -> str:
+    """What waits for a worker when none is alive: queued runs, and runs marked running
+    whose worker died (they go back to the queue when their lease expires)."""
+    queued, running = counts.get("queued", 0), counts.get("running", 0)
+    waiting = [f"{queued} queued run(s) wait for one"] if queued else []
+    if running:
+        waiting.append(
+            f"{running} run(s) marked running go back to the queue when their lease expires"
+        )
+    return f"No worker is alive: {'; '.join(waiting)}; start one with `segbench worker`."
 
 
 def progress_line(eta: dict) -> str:

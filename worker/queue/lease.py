@@ -111,6 +111,8 @@ class LeasedRecorder(DbRecorder):
         self.should_stop = should_stop
         self.lost = threading.Event()
         self.stopping = False
+        self.epochs = 0  # of the protocol, for the log lines
+        self._test_started: float | None = None
 
     def _hold(self, session) -> None:
         if self.lost.is_set() or not jobs.heartbeat(
@@ -129,6 +131,7 @@ class LeasedRecorder(DbRecorder):
 
     def start(self, config: dict) -> None:
         self._write("start", lambda s: jobs.record_start(s, run_id=self.run_id, config=config))
+        self.epochs = int((config.get("protocol") or {}).get("epochs") or 0)
 
     def epoch(self, record: EpochRecord) -> None:
         self._cancel_seen = self._write(
@@ -137,6 +140,28 @@ class LeasedRecorder(DbRecorder):
                 s, run_id=self.run_id, record=record, lease_seconds=self.lease_seconds
             ),
         )
+        log.info(
+            "run %d: epoch %d/%d, train loss %.4f, validation loss %.4f%s, %.1f s",
+            self.run_id,
+            record.epoch,
+            self.epochs,
+            record.train_loss,
+            record.val_loss,
+            " (best so far)" if record.is_best else "",
+            record.train_seconds + record.val_seconds,
+        )
+
+    def testing(self, done: int, total: int) -> None:
+        if self._test_started is None:
+            self._test_started = time.monotonic()
+            log.info("run %d: testing the best model on %d test slices", self.run_id, total)
+        elif done == total:
+            log.info(
+                "run %d: tested %d slices in %.1f s",
+                self.run_id,
+                total,
+                time.monotonic() - self._test_started,
+            )
 
     def cancelled(self) -> bool:
         if self.should_stop():
@@ -146,6 +171,13 @@ class LeasedRecorder(DbRecorder):
 
     def finish(self, outcome: RunOutcome) -> None:
         self._write("results", lambda s: jobs.finish(s, run_id=self.run_id, outcome=outcome))
+        log.info(
+            "run %d: results recorded: test Dice %.2f%% on %d slices, best epoch %d",
+            self.run_id,
+            outcome.test.dice,
+            len(outcome.test.slices),
+            outcome.best_epoch,
+        )
 
 
 class Heartbeat(threading.Thread):

@@ -113,7 +113,31 @@ def _source(module, module_name: str) -> dict:
     }
 
 
-def _output_kind(model: nn.Module, image_size: int) -> tuple[str, str]:
+def _forward(model: nn.Module, x: torch.Tensor, name: str) -> torch.Tensor:
+    """The model on `x` in eval mode; ModelImportError (one sentence naming the model,
+    the input's shape and the error's first line) when its forward pass raises."""
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            y = model.eval()(x)
+    except Exception as error:
+        first = (str(error).strip().splitlines() or [""])[0][:300]
+        raise ModelImportError(
+            f"The model {name} failed on a test input of shape {tuple(x.shape)} on host "
+            f"{worker_host()} ({type(error).__name__}: {first}); it must map (N, 1, H, W) "
+            "to (N, 1, H, W)."
+        ) from error
+    finally:
+        model.train(was_training)
+    if not isinstance(y, torch.Tensor):
+        raise ModelImportError(
+            f"The model {name} returned {type(y).__name__} for a test input of shape "
+            f"{tuple(x.shape)}; expected one tensor of shape (N, 1, H, W)."
+        )
+    return y
+
+
+def _output_kind(model: nn.Module, image_size: int, name: str) -> tuple[str, str]:
     declared = getattr(model, "segbench_output", None)
     if declared is not None:
         if declared not in OUTPUTS:
@@ -124,11 +148,7 @@ def _output_kind(model: nn.Module, image_size: int) -> tuple[str, str]:
         return declared, "attribute"
     generator = torch.Generator().manual_seed(0)
     size = min(image_size, PROBE_SIZE)
-    x = torch.randn(2, 1, size, size, generator=generator)
-    was_training = model.training
-    with torch.no_grad():
-        y = model.eval()(x)
-    model.train(was_training)
+    y = _forward(model, torch.randn(2, 1, size, size, generator=generator), name)
     inside = bool(((y >= 0) & (y <= 1)).all())
     return ("probabilities" if inside else "logits"), "probe"
 
@@ -151,7 +171,7 @@ def build(ref: str, *, in_channels: int = 1, classes: int = 1, output: str | Non
         )
     how = "config"
     if output is None:
-        output, how = _output_kind(model, PROBE_SIZE)
+        output, how = _output_kind(model, PROBE_SIZE, provenance["name"])
     provenance = {**provenance, "output": output, "output_from": how}
     return (WithSigmoid(model) if output == "logits" else model), provenance
 
@@ -160,8 +180,7 @@ def check(ref: str, image_size: int) -> dict:
     """Import and build the model, pass one slice of the run's size through it; its
     provenance, or ModelImportError with one sentence."""
     model, provenance = build(ref)
-    with torch.no_grad():
-        y = model.eval()(torch.zeros(1, 1, image_size, image_size))
+    y = _forward(model, torch.zeros(1, 1, image_size, image_size), provenance["name"])
     if tuple(y.shape) != (1, 1, image_size, image_size):
         raise ModelImportError(
             f"The model {provenance['name']} turns a {image_size}-pixel slice of shape "

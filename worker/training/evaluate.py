@@ -48,6 +48,7 @@ def evaluate(
     spacing: list[tuple[float, float, float]] | None = None,
     nsd_tolerance_mm: float = 2.0,
     boundary_mode: str = "surface-area",
+    progress=lambda done, total: None,  # e.g. Recorder.testing
 ) -> tuple[TestResult, dict[int, np.ndarray]]:
     """Per-slice TP/FP/FN/TN and mean Sens/Spec/Dice (percent) on a test split, and
     per test volume 3-D Dice plus, given each volume's ``spacing`` (rows, columns,
@@ -70,6 +71,7 @@ def evaluate(
     model.eval()
     with torch.inference_mode():
         for start in range(0, len(x), batch_size):
+            progress(start, len(x))
             prob = model(x[start : start + batch_size]).float()
             counts.append(metrics.confusion_counts(prob, y[start : start + batch_size]))
             if scorer.wants_masks:
@@ -91,7 +93,8 @@ def evaluate(
         )
         for i, row in enumerate(c)
     ]
-    volumes = scorer.results(c)
+    volumes = scorer.results(c)  # waits for the volumes still being scored
+    progress(len(x), len(x))
     result = TestResult(
         slices=slices,
         metric_mode=metric_mode,
@@ -120,6 +123,7 @@ def finish_run(
         spacing=dataset.test_spacing,
         nsd_tolerance_mm=p.nsd_tolerance_mm,
         boundary_mode=p.boundary_mode,
+        progress=recorder.testing,
     )
     best_dir = Path(spec.artifacts_dir) / CHECKPOINT_BEST
     model_cpu = copy.deepcopy(model).to("cpu", memory_format=torch.contiguous_format)

@@ -29,7 +29,9 @@ class Recorder:
     epoch(record) after every epoch (before that epoch's checkpoint, if one is
     written: every epoch on CPU, at most once a minute on CUDA; a crash repeats the
     epochs since the last checkpoint with the same numbers, and the upsert is
-    idempotent), cancelled() after every epoch, finish(outcome) once at the end.
+    idempotent), cancelled() after every epoch, testing(done, total) while the best
+    model is tested (once with done=0, then after each batch of test slices),
+    finish(outcome) once at the end.
     """
 
     def start(self, config: dict) -> None:  # noqa: B027 - optional hook
@@ -42,6 +44,10 @@ class Recorder:
     def cancelled(self) -> bool:
         """True when the run should stop at the end of this epoch."""
         return False
+
+    def testing(self, done: int, total: int) -> None:  # noqa: B027
+        """Progress of the test pass: `done` of `total` test slices predicted and scored
+        (per-volume metrics included)."""
 
     def finish(self, outcome: RunOutcome) -> None:  # noqa: B027
         """Test results and artifacts of the best model."""
@@ -63,6 +69,10 @@ class TeeRecorder(Recorder):
 
     def cancelled(self) -> bool:
         return any(r.cancelled() for r in self.recorders)
+
+    def testing(self, done: int, total: int) -> None:
+        for r in self.recorders:
+            r.testing(done, total)
 
     def finish(self, outcome: RunOutcome) -> None:
         for r in self.recorders:
@@ -133,14 +143,18 @@ class FileRecorder(Recorder):
 
 
 class ProgressRecorder(Recorder):
-    """A tqdm bar over epochs with the latest losses."""
+    """A tqdm bar over epochs with the latest losses, then one over the test slices."""
 
-    def __init__(self, total: int, name: str):
+    def __init__(self, total: int, name: str, device: str | None = None):
         from tqdm import tqdm
 
         self.bar = tqdm(total=total, desc=name, unit="epoch", file=sys.stderr)
+        self.test_bar = None
+        self.device = device  # said once training starts: "cpu (--device auto: no CUDA here)"
 
     def start(self, config: dict) -> None:
+        if self.device:
+            self.bar.write(f"training on {self.device}", file=sys.stderr)
         done = config.get("resumed_from", 0)
         if done:
             self.bar.update(done - self.bar.n)
@@ -154,5 +168,17 @@ class ProgressRecorder(Recorder):
         self.bar.set_postfix(train=f"{record.train_loss:.4f}", val=f"{record.val_loss:.4f}")
         self.bar.update(1)
 
+    def testing(self, done: int, total: int) -> None:
+        if self.test_bar is None:
+            from tqdm import tqdm
+
+            self.bar.close()
+            self.test_bar = tqdm(
+                total=total, desc="testing the best model", unit="slice", file=sys.stderr
+            )
+        self.test_bar.update(done - self.test_bar.n)
+
     def finish(self, outcome: RunOutcome) -> None:
         self.bar.close()
+        if self.test_bar is not None:
+            self.test_bar.close()

@@ -177,9 +177,10 @@ def check_before_submit(specs: Sequence[RunSpec], *, allow_missing: bool = False
         if not allowed or unreachable:
             raise WeightsError(
                 f"ImageNet weights for encoder(s) {names} are not in the weights cache "
-                f"{cache_dir()} and {why}; run `{fetch_command(missing)}` on a machine "
-                "with internet access and copy the cache here, or pass "
-                "--allow-missing-weights if the workers have a cache of their own."
+                f"{cache_dir()} and {why}; queue only randomly initialised runs "
+                f"(--init random), or run `{fetch_command(missing)}` on a machine with "
+                "internet access and copy the cache here, or pass --allow-missing-weights "
+                "if the workers have a cache of their own."
             )
     return {
         "cached": [e for e in needed if e not in missing],
