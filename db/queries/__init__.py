@@ -9,6 +9,12 @@ db.queries.workers the live workers and a sweep's ETA, db.queries.report what
 one name.
 """
 
+from db.queries.artifacts import (
+    gallery_slice_indexes,
+    run_artifacts,
+    runs_with_first_layer,
+    stored_gallery_masks,
+)
 from db.queries.report import VOLUME_COLUMNS, report_runs, sweep_row, volume_rows
 from db.queries.results import (
     EPOCH_COLUMNS,
@@ -19,13 +25,9 @@ from db.queries.results import (
     SUCCEEDED_COLUMNS,
     aggregates,
     epoch_curves,
-    gallery_slice_indexes,
     leaderboard,
     loss_bands,
-    run_artifacts,
-    runs_with_first_layer,
     slice_results,
-    stored_gallery_masks,
     succeeded_runs,
 )
 from db.queries.runs import (
