@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import sqlite3
 import threading
+from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, inspect, make_url, text
 from sqlalchemy import exc as sa_exc
@@ -88,16 +89,29 @@ def create_fresh_engine(url: str, *, foreign_keys: bool = True, pooled: bool = T
     return create_engine(url, connect_args=connect_args, pool_pre_ping=True, **kwargs)
 
 
+def _shared_key(url: str) -> str:
+    """The URL the shared engines are kept under: a relative SQLite path made absolute
+    against the current folder, so that a process that changes folder never writes
+    through an engine opened for the file of another folder."""
+    url = normalize_url(url)
+    if url.startswith("sqlite"):
+        parsed = make_url(url)
+        database = parsed.database
+        if database and database != ":memory:" and not Path(database).is_absolute():
+            return parsed.set(database=str(Path(database).resolve())).render_as_string(False)
+    return url
+
+
 def session_factory(url: str) -> sessionmaker[Session]:
     """The sessionmaker bound to the shared engine of `url`."""
-    url = normalize_url(url)
+    url = _shared_key(url)
     make_engine(url)
     return _sessionmakers[url]
 
 
 def make_engine(url: str | None = None) -> Engine:
     """The shared engine for `url` (default: the settings' database_url)."""
-    url = normalize_url(url or get_settings().database_url)
+    url = _shared_key(url or get_settings().database_url)
     with _lock:
         engine = _engines.get(url)
         if engine is None:
@@ -108,7 +122,7 @@ def make_engine(url: str | None = None) -> Engine:
 
 def dispose_shared_engine(url: str) -> None:
     """Close the shared engine of `url` and forget it."""
-    url = normalize_url(url)
+    url = _shared_key(url)
     with _lock:
         engine = _engines.pop(url, None)
         _sessionmakers.pop(url, None)
