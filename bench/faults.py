@@ -11,7 +11,7 @@ statuses. Last line:
 
     faults survived: N/N, rows lost: 0, duplicated: 0, worst recovery: S s
 
-    python bench/faults.py [--quick] [--postgres] [--outage 30]
+    python bench/faults.py [--quick | --smoke] [--postgres] [--outage 30]
 """
 
 from __future__ import annotations
@@ -380,6 +380,11 @@ def cancel_queued_and_running(d, data, opts):
     return time.monotonic() - started
 
 
+# The scenarios no test of tests/queue plays against a real worker: what --smoke runs
+# (the test suite's check of this script; the full runs stay outside the default run).
+SMOKE = ("SIGKILL inside a checkpoint write", "database unreachable (outage)",
+         "same sweep submitted by 4 processes")  # fmt: skip
+
 SCENARIOS = {
     "SIGKILL worker (main + pool)": (sigkill_worker, True),
     "SIGKILL pool process only": (sigkill_pool_child, True),
@@ -420,12 +425,17 @@ def run_scenario(kind: str, name: str, scenario, data: Path, opts, root: Path) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer scenarios, short outage")
+    parser.add_argument(
+        "--smoke", action="store_true", help="the 3 scenarios no queue test covers, 6 s outage"
+    )
     parser.add_argument("--postgres", action="store_true", help="also PostgreSQL + Redis")
     parser.add_argument("--outage", type=float, default=None, help="database outage seconds")
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=None, help="per run (default 6, smoke 3)")
     parser.add_argument("--seed", type=int, default=0)
     opts = parser.parse_args()
-    opts.outage = opts.outage if opts.outage is not None else (12.0 if opts.quick else 30.0)
+    default_outage = 6.0 if opts.smoke else 12.0 if opts.quick else 30.0
+    opts.epochs = opts.epochs or (3 if opts.smoke else 6)
+    opts.outage = opts.outage if opts.outage is not None else default_outage
     kinds = ["embedded"] + (["pg_redis"] if opts.postgres else [])
     root = Path(tempfile.mkdtemp(prefix="segbench-faults-"))
     try:
@@ -435,7 +445,7 @@ def main() -> None:
         rows = []
         for kind in kinds:
             for name, (scenario, in_quick) in SCENARIOS.items():
-                if opts.quick and not in_quick:
+                if (opts.quick and not in_quick) or (opts.smoke and name not in SMOKE):
                     continue
                 if scenario is broker_restart and kind == "embedded":
                     continue  # the embedded broker is a file of the database's machine
