@@ -1,4 +1,5 @@
-"""The training step and the validation pass of a run, eager or replayed as CUDA graphs.
+"""The training step and the validation pass of a run, eager or replayed as CUDA graphs
+(``training_step`` and ``Validation``; the validation's graph is its forward pass and loss).
 
 A step takes a batch by its indices into the run's training tensors and its
 augmentation matrices, and does what the paper's protocol says: gather, augment,
@@ -187,6 +188,58 @@ class GraphedStep(EagerStep):
             self.guard.check()
 
 
+class Validation:
+    """The validation loss of a run (IEEE fp32, eval mode: it selects the model), eager,
+    or, with the policy's cuda_graphs switch, with each full batch's forward pass and
+    loss replayed as a CUDA graph captured in the run's second validation (its first is
+    eager and warms the kernels up); a short last batch stays eager. A failed capture
+    stays eager and says why (``fallback``)."""
+
+    def __init__(self, model, loss_fn, x: torch.Tensor, y: torch.Tensor, batch_size: int,
+                 policy: DevicePolicy):  # fmt: skip
+        self.model, self.loss_fn, self.x, self.y = model, loss_fn, x, y
+        self.batch_size, self.policy = batch_size, policy
+        self.use_graph = policy.switches.cuda_graphs
+        self.passes = 0
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.fallback: str | None = None
+
+    def __call__(self) -> float:
+        self.model.eval()
+        bs, n = self.batch_size, len(self.x)
+        values = []
+        with torch.inference_mode():
+            if self.use_graph and self.graph is None and self.fallback is None and self.passes:
+                self._capture()
+            for start in range(0, n, bs):
+                if self.graph is not None and n - start >= bs:
+                    self.static_x.copy_(self.x[start : start + bs])
+                    self.static_y.copy_(self.y[start : start + bs])
+                    self.graph.replay()
+                    values.append(self.static_loss.clone())
+                else:
+                    pred = self.model(self.x[start : start + bs])
+                    values.append(self.loss_fn(pred, self.y[start : start + bs]))
+        self.passes += 1
+        return float(torch.stack(values).mean()) if values else float("nan")
+
+    def _capture(self) -> None:
+        if len(self.x) < self.batch_size:
+            return
+        try:
+            self.static_x = self.x[: self.batch_size].clone()
+            self.static_y = self.y[: self.batch_size].clone()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                self.static_loss = self.loss_fn(self.model(self.static_x), self.static_y)
+            self.graph = graph
+        except Exception as error:
+            self.fallback = f"CUDA graph capture of validation failed ({type(error).__name__})"
+            log.warning("%s; validating eagerly", self.fallback)
+            self.graph = None
+            torch.cuda.synchronize(self.policy.device)
+
+
 def training_step(model, optimizer, loss_fn, x, y, aug_cfg, policy: DevicePolicy, batch_size: int):
     """The run's step: graphed when the policy's cuda_graphs switch is on, else eager."""
     if policy.switches.cuda_graphs:
@@ -195,7 +248,7 @@ def training_step(model, optimizer, loss_fn, x, y, aug_cfg, policy: DevicePolicy
 
 
 def validation_loss(model, x: torch.Tensor, y: torch.Tensor, loss_fn, batch_size: int) -> float:
-    """Mean loss over the validation slices, in IEEE fp32 (it selects the model)."""
+    """Mean loss over the validation slices, eager, in IEEE fp32 (it selects the model)."""
     model.eval()
     values = []
     with torch.inference_mode():

@@ -51,7 +51,7 @@ from worker.training.device import (
 )
 from worker.training.evaluate import finish_run
 from worker.training.recorder import Cancelled, Recorder
-from worker.training.steps import training_step, validation_loss
+from worker.training.steps import Validation, training_step
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +137,9 @@ class RunTrainer:
             self.aug_cfg if p.augment else None,
             policy,
             p.batch_size,
+        )
+        self.validation = Validation(
+            self.model, self.loss_fn, self.x_val, self.y_val, p.batch_size, policy
         )
         self.recorder.start(self._config())
         self._last_checkpoint = time.perf_counter()
@@ -284,9 +287,7 @@ class RunTrainer:
     def validate(self) -> tuple[float, float]:
         """The validation loss (IEEE fp32: it selects the model) and its seconds."""
         started = time.perf_counter()
-        loss = validation_loss(
-            self.model, self.x_val, self.y_val, self.loss_fn, self.protocol.batch_size
-        )
+        loss = self.validation()
         return loss, time.perf_counter() - started
 
     def end_epoch(
@@ -364,9 +365,10 @@ class RunTrainer:
         """The environment as the run really trained: a CUDA graph that could not be
         captured, and ops without a deterministic kernel, are written into it."""
         env = dict(self.environment)
-        if getattr(self.step, "fallback", None):
-            env["cuda_graphs"] = False
-            env["cuda_graph_fallback"] = self.step.fallback
+        fallbacks = [f for f in (self.step.fallback, self.validation.fallback) if f]
+        if fallbacks:
+            env["cuda_graph_fallback"] = "; ".join(fallbacks)
+            env["cuda_graphs"] = not self.step.fallback
         if self.policy.nondeterministic_ops:
             env["nondeterministic_ops"] = sorted(self.policy.nondeterministic_ops)
         return env
