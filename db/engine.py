@@ -89,7 +89,7 @@ def create_fresh_engine(url: str, *, foreign_keys: bool = True, pooled: bool = T
     return create_engine(url, connect_args=connect_args, pool_pre_ping=True, **kwargs)
 
 
-def _shared_key(url: str) -> str:
+def shared_key(url: str) -> str:
     """The URL the shared engines are kept under: a relative SQLite path made absolute
     against the current folder, so that a process that changes folder never writes
     through an engine opened for the file of another folder."""
@@ -104,14 +104,14 @@ def _shared_key(url: str) -> str:
 
 def session_factory(url: str) -> sessionmaker[Session]:
     """The sessionmaker bound to the shared engine of `url`."""
-    url = _shared_key(url)
+    url = shared_key(url)
     make_engine(url)
     return _sessionmakers[url]
 
 
 def make_engine(url: str | None = None) -> Engine:
     """The shared engine for `url` (default: the settings' database_url)."""
-    url = _shared_key(url or get_settings().database_url)
+    url = shared_key(url or get_settings().database_url)
     with _lock:
         engine = _engines.get(url)
         if engine is None:
@@ -122,7 +122,7 @@ def make_engine(url: str | None = None) -> Engine:
 
 def dispose_shared_engine(url: str) -> None:
     """Close the shared engine of `url` and forget it."""
-    url = _shared_key(url)
+    url = shared_key(url)
     with _lock:
         engine = _engines.pop(url, None)
         _sessionmakers.pop(url, None)

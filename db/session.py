@@ -14,6 +14,7 @@ from db.engine import (
     normalize_url,
     redact,
     session_factory,
+    shared_key,
     stamped_revision,
 )
 from db.errors import SchemaOutdated
@@ -27,7 +28,7 @@ def dispose_engine(url: str) -> None:
     """Close the shared engine of `url` and forget its schema check (tests drop their
     databases; a worker closes connections before its pool forks)."""
     dispose_shared_engine(url)
-    _schema_ok.discard(normalize_url(url))
+    _schema_ok.discard(shared_key(url))
 
 
 def ensure_schema(url: str | None = None) -> None:
@@ -38,11 +39,12 @@ def ensure_schema(url: str | None = None) -> None:
     telling the user to run `segbench db upgrade`. Checked once per URL and process.
     """
     url = normalize_url(url or get_settings().database_url)
-    if url in _schema_ok:
+    key = shared_key(url)  # a relative SQLite path: the file of the current folder
+    if key in _schema_ok:
         return
     current = stamped_revision(url)
     if current == SCHEMA_REVISION:
-        _schema_ok.add(url)
+        _schema_ok.add(key)
         return
     current, head = migrate.current_revision(url), migrate.head_revision()
     if current is not None and current not in migrate.known_revisions():
@@ -64,7 +66,7 @@ def ensure_schema(url: str | None = None) -> None:
                 f"The database at {redact(url)} has schema revision {current} but this "
                 f"code expects {head}; run `segbench db upgrade --db {redact(url)}`."
             )
-    _schema_ok.add(url)
+    _schema_ok.add(key)
 
 
 @contextmanager

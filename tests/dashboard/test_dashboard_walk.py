@@ -27,6 +27,7 @@ from browser_tools import (
     shoot,
     type_into,
 )
+from playwright.sync_api import expect
 from sqlalchemy import select
 
 from db import migrate
@@ -98,9 +99,12 @@ def worker_log(root: Path) -> str:
     return (root / "worker.log").read_text(errors="replace")[-4000:]
 
 
-def metric(page, label: str) -> str:
+def metric(page, label: str, value: str) -> None:
+    """The metric labelled `label` shows `value`, waiting up to 15 s for it: under
+    load the rerun a typed value starts can begin after `settle` has returned (once
+    "Epochs of training" was read as 400 before the 2 typed epochs reached it)."""
     box = page.locator('[data-testid="stMetric"]').filter(has_text=label).first
-    return box.locator('[data-testid="stMetricValue"]').inner_text().strip()
+    expect(box.locator('[data-testid="stMetricValue"]')).to_have_text(value, timeout=15_000)
 
 
 def launch_and_enqueue(page, stack) -> list[int]:
@@ -109,7 +113,7 @@ def launch_and_enqueue(page, stack) -> list[int]:
     page.goto(f"{stack['base']}/launch")
     settle(page)
     page.get_by_text("SYNTHETIC DATA").first.wait_for()
-    assert metric(page, "Runs in this selection") == "0"
+    metric(page, "Runs in this selection", "0")
     assert page.get_by_role("button", name="Enqueue", exact=True).is_disabled()
     assert input_of(page, "Image size (px)").input_value() == "64"  # the dataset's size
     choose(page, "Experiments", "lung-segmentation")
@@ -117,8 +121,8 @@ def launch_and_enqueue(page, stack) -> list[int]:
     type_into(page, "Seeds", "0, 1")
     type_into(page, "Epochs", "2")
     sweep = input_of(page, "Sweep name").input_value()  # the default: sweep-<date>-<time>
-    assert metric(page, "Runs in this selection") == "2"
-    assert metric(page, "Epochs of training") == "4"
+    metric(page, "Runs in this selection", "2")
+    metric(page, "Epochs of training", "4")
     page.get_by_text("1 model runs × 2 seed(s) × 2 epochs = 4 epochs of training").first.wait_for()
     page.get_by_text("no epoch at 64 px, batch 2 has been measured").first.wait_for()
     page.get_by_text("(1,200 runs)").first.wait_for(state="attached")  # 600 models x 2 seeds
