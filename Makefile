@@ -38,11 +38,13 @@ run: venv
 TEST_WORKERS ?= 2
 
 test: venv
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not timing"
-	$(BIN)/python -m pytest -m timing
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not timing" --durations=30
+	$(BIN)/python -m pytest -m timing --durations=10
 
+# The inner loop: everything not marked slow (no real worker process, no browser, no
+# bench script), on the same two pytest workers.
 test-fast: venv
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow and not timing" --durations=15
 
 # Everything a run needs, as one table (exit 1 only for what stops every run).
 doctor: venv

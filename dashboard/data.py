@@ -209,14 +209,10 @@ def measured_epoch_seconds(url: str) -> list[dict[str, Any]]:
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
-def weights_for(specs: tuple[RunSpec, ...]) -> dict[str, Any]:
+def weights_for(specs: tuple[RunSpec, ...]) -> service.WeightsCheck:
     """Which ImageNet encoders of `specs` are in the workers' weights cache; `refused`
     holds the sentence submitting would answer when downloads are forbidden."""
-    try:
-        return {**service.weights.check_before_submit(specs), "refused": None}
-    except service.weights.WeightsError as error:
-        found = service.weights.check_before_submit(specs, allow_missing=True)
-        return {**found, "refused": str(error)}
+    return service.check_weights(specs)
 
 
 REPORT_TTL_S = 60  # a sweep's statistics: bootstrap resamples cost seconds, not ms
@@ -337,7 +333,6 @@ def enqueue(
     ids of the queued ones to the broker), each spec once per seed. Returns the ids of
     the selected runs, new or already there."""
     try:
-        service.connect_broker(url)
         result = service.submit_runs(
             list(specs),
             protocol,
@@ -349,12 +344,12 @@ def enqueue(
         )
     finally:
         clear_cache()
-    return list(result["runs"])
+    return list(result.runs)
 
 
 def cancel(
     url: str, *, run_ids: Sequence[int] | None = None, sweep: str | None = None
-) -> dict[str, list[int]]:
+) -> service.CancelResult:
     """`segbench cancel`: queued runs at once, running ones after their epoch."""
     try:
         return service.cancel(url, run_ids=run_ids, sweep=sweep)
@@ -362,7 +357,7 @@ def cancel(
         clear_cache()
 
 
-def add_seeds(url: str, *, run_ids: Sequence[int], seeds: Sequence[int]) -> dict[str, Any]:
+def add_seeds(url: str, *, run_ids: Sequence[int], seeds: Sequence[int]) -> service.SeedsAdded:
     """The grid cells of `run_ids` queued again with each of `seeds` (service.add_seeds)."""
     try:
         return service.add_seeds(url, list(run_ids), list(seeds))
@@ -370,7 +365,9 @@ def add_seeds(url: str, *, run_ids: Sequence[int], seeds: Sequence[int]) -> dict
         clear_cache()
 
 
-def retry(url: str, *, run_ids: Sequence[int] | None = None, sweep: str | None = None) -> list[int]:
+def retry(
+    url: str, *, run_ids: Sequence[int] | None = None, sweep: str | None = None
+) -> service.Retried:
     """`segbench retry`: failed and cancelled runs queued again and sent to the broker."""
     try:
         return service.retry(url, run_ids=run_ids, sweep=sweep)

@@ -73,8 +73,10 @@ def resolve(preset: str | None = None, **options: Any) -> Protocol:
 
 
 def check_seeds(seeds: Iterable[int] | None) -> list[int]:
-    """The seeds of a submit, without repeats, in the order given ([0] when none)."""
-    chosen = list(dict.fromkeys(int(s) for s in (seeds or [0])))
+    """The seeds of a submit or of added seeds, without repeats, in the order given
+    ([0] when none); each must be a whole number in the protocol's range (a bool or a
+    float is refused, not rounded). The one seed rule of every surface."""
+    chosen = list(dict.fromkeys(seeds or [0]))
     for s in chosen:
         Protocol(seed=s)  # the one range check
     return chosen

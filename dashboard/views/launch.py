@@ -211,18 +211,13 @@ def weights_notice(chosen, key: str) -> tuple[bool, bool]:
     """Say which ImageNet encoders of `chosen` are cached where the workers look;
     returns (may enqueue, queue missing weights anyway)."""
     found = common.attempt(data.weights_for, tuple(chosen)) if chosen else None
-    if not found or not (found["cached"] or found["missing"]):
+    sentence = found.sentence() if found else None
+    if sentence is None:
         return True, False
-    parts = []
-    if found["cached"]:
-        parts.append(f"cached: {', '.join(found['cached'])}")
-    if found["missing"]:
-        how = "the workers download them on first use" if found["downloads"] else "no download"
-        parts.append(f"not cached: {', '.join(found['missing'])} ({how})")
-    st.caption(f"ImageNet weights in `{found['cache']}`: " + "; ".join(parts) + ".")
-    if found["refused"] is None:
+    st.caption(sentence + ".")
+    if found.refused is None:
         return True, False
-    st.error(found["refused"], icon=":material/cloud_off:")
+    st.error(found.refused, icon=":material/cloud_off:")
     anyway = st.checkbox(
         "Queue them anyway: the workers have a weights cache of their own",
         key=f"{key}_allow_missing_weights",
@@ -277,13 +272,13 @@ def manage(action: str, url: str, **which) -> None:
     if action == "cancel":
         done, error = common.capture(data.cancel, url, **which)
         text = None if error else (
-            f"Cancelled {len(done['cancelled'])} queued run(s); asked "
-            f"{len(done['requested'])} running run(s) to stop after their epoch."
+            f"Cancelled {len(done.cancelled)} queued run(s); asked "
+            f"{len(done.requested)} running run(s) to stop after their epoch."
         )  # fmt: skip
     else:
         done, error = common.capture(data.retry, url, **which)
         text = None if error else (
-            f"Queued {len(done)} run(s) again (only failed or cancelled runs are retried)."
+            f"Queued {len(done.runs)} run(s) again (only failed or cancelled runs are retried)."
         )  # fmt: skip
     st.session_state["manage_notice"] = ("error", error) if error else ("success", text)
 

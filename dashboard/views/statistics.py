@@ -127,8 +127,8 @@ def more_seeds(runs: pd.DataFrame) -> None:
     done = common.attempt(data.add_seeds, url, run_ids=best, seeds=seeds)
     if done is not None:
         st.success(
-            f"Queued {len(done['created'])} new run(s) in {', '.join(done['sweeps'])} "
-            f"({len(done['runs']) - len(done['created'])} existed already)."
+            f"Queued {len(done.created)} new run(s) in {', '.join(done.sweeps)} "
+            f"({len(done.runs) - len(done.created)} existed already)."
         )
 
 

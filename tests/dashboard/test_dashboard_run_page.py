@@ -105,7 +105,7 @@ def failed_run(populated, synthetic_data, caplog, monkeypatch) -> int:
         sweep="failing",
         db_url=populated.url,
     )
-    (run_id,) = submitted["runs"]
+    (run_id,) = submitted.runs
     ended = runner.execute(run_id, worker="test@host/1", database_url=populated.url, device="cpu")
     assert ended == runner.FAILED
     sys.modules.pop("failing_model", None)

@@ -146,7 +146,7 @@ def enqueue_a_failing_run(url: str, data: Path) -> int:
         sweep=FAILING,
         db_url=url,
     )
-    return submitted["runs"][0]
+    return submitted.runs[0]
 
 
 def scroll_to(page, heading: str) -> None:

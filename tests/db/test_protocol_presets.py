@@ -156,6 +156,9 @@ def test_seeds_are_checked_and_deduplicated():
     assert check_seeds([2, 0, 2]) == [2, 0]
     with pytest.raises(ProtocolError, match="seed must be a whole number"):
         check_seeds([-1])
+    for bad in (True, 1.5, "1"):  # refused, never rounded or parsed
+        with pytest.raises(ProtocolError, match="seed must be a whole number"):
+            check_seeds([0, bad])
 
 
 def test_submit_into_a_sweep_stored_under_an_older_hash_keeps_that_hash(db_url):

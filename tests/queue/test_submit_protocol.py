@@ -108,15 +108,15 @@ def test_add_seeds_requeues_cells_in_their_sweep_skipping_existing(embedded, syn
     )  # fmt: skip
     other = embedded.submit(*CELL, data=synthetic_data, sweep="elsewhere")
     result = service.add_seeds(embedded.db_url, [ids[0]], [0, 1, 2], broker_url=embedded.broker_url)
-    assert result["runs"][0] == ids[0]  # seed 0 of that cell existed already
-    assert len(result["created"]) == 2 == len(result["published"])
+    assert result.runs[0] == ids[0]  # seed 0 of that cell existed already
+    assert len(result.created) == 2 == len(result.published)
     found = {r[0]: r for r in rows(embedded)}
-    new = [found[i] for i in result["created"]]
+    new = [found[i] for i in result.created]
     assert sorted(r[2] for r in new) == [1, 2]
     assert {r[1] for r in new} == {found[ids[0]][1]}  # in the sweep of that run
     assert {r[3] for r in new} == {found[ids[0]][3]}  # with its protocol
     again = service.add_seeds(embedded.db_url, [ids[0]], [1, 2], broker_url=embedded.broker_url)
-    assert again["created"] == [] and sorted(again["runs"]) == sorted(result["created"])
+    assert again.created == [] and sorted(again.runs) == sorted(result.created)
     assert len(rows(embedded)) == 2 + 1 + 2 and other[0] in found
 
 

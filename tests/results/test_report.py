@@ -150,10 +150,10 @@ def test_add_seeds_queues_the_same_cells_with_other_seeds(trained):
 
     best = trained["ids"][:2]
     done = service.add_seeds(trained["url"], best, [1, 2])
-    assert done["sweeps"] == [SWEEP]  # seeds are a grid dimension of the same sweep
-    assert len(done["runs"]) == len(done["created"]) == 4
+    assert done.sweeps == [SWEEP]  # seeds are a grid dimension of the same sweep
+    assert len(done.runs) == len(done.created) == 4
     again = service.add_seeds(trained["url"], best, [1])  # idempotent
-    assert set(again["runs"]) <= set(done["runs"]) and again["created"] == []
+    assert set(again.runs) <= set(done.runs) and again.created == []
     with session_scope(trained["url"]) as session:
         assert queue_counts(session, sweep=SWEEP)["queued"] == 4
         # the trained runs are untouched

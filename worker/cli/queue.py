@@ -90,7 +90,6 @@ def submit(
         protocol = protocol_from_options(preset, protocol_options or {})
         seeds = check_seeds(seed)
         db_url = database_url(db)
-        service.connect_broker(db_url, broker)
         result = service.submit_runs(
             specs,
             protocol,
@@ -99,17 +98,18 @@ def submit(
             db_url=db_url,
             allow_missing_weights=allow_missing_weights,
             seeds=seeds,
+            broker_url=broker,
         )
-    note = service.weights.submit_note(result["weights"])
+    note = result.weights.sentence()
     if note:
         typer.echo(note, err=True)
     emit(
         format,
-        {"sweep": result["sweep"], "runs": result["runs"], "protocol": result["protocol"]},
-        f"sweep {result['sweep']}: {len(result['runs'])} runs "
-        f"(seeds {', '.join(map(str, result['seeds']))}), "
-        f"{len(result['published'])} queued and sent to the workers\n"
-        f"protocol {protocol.hash()}: {protocol_line(result['protocol'])}",
+        {"sweep": result.sweep, "runs": result.runs, "protocol": result.protocol},
+        f"sweep {result.sweep}: {len(result.runs)} runs "
+        f"(seeds {', '.join(map(str, result.seeds))}), "
+        f"{len(result.published)} queued and sent to the workers\n"
+        f"protocol {protocol.hash()}: {protocol_line(result.protocol)}",
     )
 
 
@@ -234,9 +234,9 @@ def cancel(
         result = service.cancel(database_url(db), run_ids=run_ids, sweep=sweep)
     emit(
         format,
-        result,
-        f"cancelled {len(result['cancelled'])} queued run(s); asked "
-        f"{len(result['requested'])} running run(s) to stop after their epoch",
+        result.to_dict(),
+        f"cancelled {len(result.cancelled)} queued run(s); asked "
+        f"{len(result.requested)} running run(s) to stop after their epoch",
     )
 
 
@@ -252,5 +252,5 @@ def retry(
     from worker.queue import service
 
     with user_errors():
-        ids = service.retry(database_url(db), run_ids=run_ids, sweep=sweep, broker_url=broker)
-    emit(format, {"runs": ids}, f"queued {len(ids)} run(s) again: {ids}")
+        done = service.retry(database_url(db), run_ids=run_ids, sweep=sweep, broker_url=broker)
+    emit(format, done.to_dict(), f"queued {len(done.runs)} run(s) again: {done.runs}")

@@ -44,8 +44,8 @@ def _demo(home: Path, db_url: str) -> None:
         expand(**DEMO_GRID), protocol, data=data, sweep=DEMO_SWEEP, db_url=db_url
     )
     typer.echo(
-        f"demo sweep '{DEMO_SWEEP}': {len(result['runs'])} runs on synthetic data "
-        f"({len(result['published'])} queued)",
+        f"demo sweep '{DEMO_SWEEP}': {len(result.runs)} runs on synthetic data "
+        f"({len(result.published)} queued)",
         err=True,
     )
 

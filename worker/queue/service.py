@@ -1,8 +1,13 @@
 """The queue's one front door: what the `segbench` command and the dashboard call to
-submit, cancel and retry runs, and to train one run in this process.
+submit, cancel and retry runs, check weights, and train one run in this process.
 
-Every function names its database by URL; the broker is chosen for that database
-(the embedded one beside a SQLite file, unless a broker URL is given or set).
+The contract, the same for every function: the database is named by URL; a
+function that sends run ids connects to the broker itself (`broker_url`, else the
+one chosen for that database: the embedded one beside a SQLite file, unless
+SEGBENCH_BROKER_URL is set) before it writes anything; the result is a frozen
+dataclass (`Submitted`, `SeedsAdded`, `CancelResult`, `Retried`, `WeightsCheck`,
+`InProcessResult`) with `to_dict()` for JSON; bad input raises a SegbenchError with
+one sentence. The CLI and the dashboard call only the names defined here.
 
 Submit writes the rows first and publishes the ids of the runs still queued after:
 a broker that is down at that moment loses nothing, the rows stay queued and a
@@ -13,12 +18,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from db import jobs, queries
 from db.errors import DatabaseError, InvalidInput
 from db.grid import RunSpec
+from db.presets import check_seeds
 from db.protocol import Protocol
 from db.session import session_scope
 from db.settings import get_settings, worker_host
@@ -28,6 +35,7 @@ from worker.data.layout import read_layout
 from worker.data.nifti import verify
 from worker.queue import broker, runner, weights
 from worker.queue.broker import BrokerError
+from worker.queue.weights import WeightsCheck
 from worker.training import catalog, custom
 from worker.training.recorder import Cancelled, Recorder
 
@@ -40,11 +48,59 @@ class RunFailed(DatabaseError):
     """The run ended failed; the message is the reason stored with it."""
 
 
-@dataclass
-class InProcessResult:
+class Result:
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+
+@dataclass(frozen=True)
+class InProcessResult(Result):
+    """A run trained in this process (`segbench train`)."""
+
     run_id: int
     sweep: str
     artifacts_dir: Path
+
+
+@dataclass(frozen=True)
+class Submitted(Result):
+    """What `submit_runs` queued: `runs` are the ids of every selected run (spec by
+    spec, seed by seed, new or already there), `published` the ids this call sent to
+    the broker, `protocol` the sweep's protocol (without the per-run seed)."""
+
+    sweep: str
+    runs: list[int]
+    published: list[int]
+    protocol: dict[str, Any]
+    seeds: list[int]
+    weights: WeightsCheck
+
+
+@dataclass(frozen=True)
+class SeedsAdded(Result):
+    """What `add_seeds` queued: `runs` of those cells and seeds (new or not), `created`
+    the ids this call inserted, `published` those sent, `sweeps` they are in."""
+
+    runs: list[int]
+    created: list[int]
+    published: list[int]
+    sweeps: list[str]
+
+
+@dataclass(frozen=True)
+class CancelResult(Result):
+    """`cancelled`: queued runs cancelled at once; `requested`: running runs asked to
+    stop after their epoch. Finished runs are left alone."""
+
+    cancelled: list[int]
+    requested: list[int]
+
+
+@dataclass(frozen=True)
+class Retried(Result):
+    """`runs`: failed or cancelled runs queued again and sent to the broker."""
+
+    runs: list[int]
 
 
 def default_sweep_name(protocol: Protocol) -> str:
@@ -135,24 +191,23 @@ def submit_runs(
     db_url: str,
     allow_missing_weights: bool = False,
     seeds: Sequence[int] | None = None,
-) -> dict:
+    broker_url: str | None = None,
+) -> Submitted:
     """Queue `specs` x `seeds` (default: the protocol's seed; idempotent) and publish
     the ids of the runs still queued.
 
     With weight downloads forbidden, runs whose ImageNet weights are not cached are
-    refused before anything is written (WeightsError), unless `allow_missing_weights`.
-
-    Returns {"sweep", "runs": ids of all selected runs (spec by spec, seed by seed),
-    "published": ids sent, "protocol": the sweep's protocol (without the per-run seed),
-    "seeds", "weights": which ImageNet encoders are cached (worker.queue.weights)}."""
+    refused before anything is written (WeightsError), unless `allow_missing_weights`."""
+    seeds = check_seeds(seeds or [protocol.seed])
     models = check_models(specs, protocol)
-    found = weights.check_before_submit(specs, allow_missing=allow_missing_weights)
+    found = weights.check(specs, allow_missing=allow_missing_weights)
     if sweep is not None:
         jobs.check_sweep_name(sweep)
     data = Path(data).resolve()
     dataset = dataset_info(data)
     check_dataset_for(data, {spec.experiment for spec in specs})
     sweep = sweep or default_submit_sweep(dataset, protocol)
+    connect_broker(db_url, broker_url)
     with session_scope(db_url) as session:
         ids = jobs.submit(
             session,
@@ -168,30 +223,17 @@ def submit_runs(
         # sends none. A queued run whose message was lost is the reaper's to resend.
         queued = queries.queued_run_ids(session, sorted(ids.created))
     publish_queued(queued)
-    return {
-        "sweep": sweep,
-        "runs": list(ids),
-        "published": queued,
-        "protocol": protocol.shared_dict(),
-        "seeds": list(dict.fromkeys(seeds or [protocol.seed])),
-        "weights": found,
-    }
+    return Submitted(sweep, list(ids), queued, protocol.shared_dict(), seeds, found)
 
 
 def add_seeds(
     db_url: str, run_ids: Sequence[int], seeds: Sequence[int], *, broker_url: str | None = None
-) -> dict:
+) -> SeedsAdded:
     """Queue the grid cells of `run_ids` again with each of `seeds`, in the runs' own
-    sweeps and protocols; cells that already have a run with that seed are left alone.
-
-    Returns {"runs": ids of the runs of those cells and seeds (new or not),
-    "created": ids this call inserted, "published": ids sent to the broker,
-    "sweeps": the sweeps they are in}."""
+    sweeps and protocols; cells that already have a run with that seed are left alone."""
     if not run_ids or not seeds:
         raise InvalidInput("Name the runs and at least one seed to add.")
-    for s in seeds:
-        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
-            raise InvalidInput(f"A seed is a whole number from 0, got {s!r}.")
+    seeds = check_seeds(seeds)
     connect_broker(db_url, broker_url)
     with session_scope(db_url) as session:
         groups = queries.run_cells(session, list(run_ids))
@@ -206,8 +248,13 @@ def add_seeds(
             created |= submitted.created
         queued = queries.queued_run_ids(session, sorted(created))
     publish_queued(queued)
-    sweeps = sorted({g["sweep"] for g in groups})
-    return {"runs": ids, "created": sorted(created), "published": queued, "sweeps": sweeps}
+    return SeedsAdded(ids, sorted(created), queued, sorted({g["sweep"] for g in groups}))
+
+
+def check_weights(specs: Sequence[RunSpec]) -> WeightsCheck:
+    """Which ImageNet encoders of `specs` are in the workers' weights cache; `refused`
+    holds the sentence `submit_runs` would answer (downloads forbidden), else None."""
+    return weights.check_quietly(specs)
 
 
 def check_models(specs: Sequence[RunSpec], protocol: Protocol) -> dict[str, dict]:
@@ -237,10 +284,11 @@ def check_dataset_for(data: Path, experiments: set[str]) -> None:
 
 def cancel(
     db_url: str, *, run_ids: Sequence[int] | None = None, sweep: str | None = None
-) -> dict[str, list[int]]:
-    """Queued runs cancelled at once, running ones asked to stop after their epoch."""
+) -> CancelResult:
+    """Queued runs cancelled at once, running ones asked to stop after their epoch (no
+    broker needed: a cancelled run's message is dropped by the worker that gets it)."""
     with session_scope(db_url) as session:
-        return jobs.cancel(session, run_ids=run_ids, sweep=sweep)
+        return CancelResult(**jobs.cancel(session, run_ids=run_ids, sweep=sweep))
 
 
 def retry(
@@ -249,11 +297,11 @@ def retry(
     run_ids: Sequence[int] | None = None,
     sweep: str | None = None,
     broker_url: str | None = None,
-) -> list[int]:
+) -> Retried:
     """Failed and cancelled runs queued again and sent to the broker (the broker is
     checked first, so nothing is queued for a broker that does not answer)."""
     connect_broker(db_url, broker_url)
     with session_scope(db_url) as session:
         ids = jobs.retry(session, run_ids=run_ids, sweep=sweep)
     publish_queued(ids)
-    return ids
+    return Retried(ids)

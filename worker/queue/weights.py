@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 from db import jobs
 from db.grid import RunSpec
@@ -22,7 +24,7 @@ from worker.training.weights import WeightsError, check_before_submit
 
 log = logging.getLogger(__name__)
 
-__all__ = ["WeightsError", "check_before_submit", "prepare", "submit_note"]
+__all__ = ["WeightsCheck", "WeightsError", "check", "check_quietly", "prepare"]
 
 
 def _note(database_url: str | None, run_id: int, worker: str, note: str | None) -> None:
@@ -61,19 +63,47 @@ def prepare(database_url: str | None, run_id: int, worker: str, spec: RunSpec) -
         )
 
 
-def submit_note(found: dict) -> str | None:
-    """What `segbench submit` says about the ImageNet weights of its runs, or None."""
-    cached, missing = found["cached"], found["missing"]
-    if not cached and not missing:
-        return None
-    parts = []
-    if cached:
-        parts.append(f"cached: {', '.join(cached)}")
-    if missing:
-        how = (
-            "the workers download them on first use"
-            if found["downloads"]
-            else "downloads are forbidden, so these runs fail unless the workers' cache has them"
-        )
-        parts.append(f"not cached: {', '.join(missing)} ({how})")
-    return f"ImageNet weights in {found['cache']}: " + "; ".join(parts)
+@dataclass(frozen=True)
+class WeightsCheck:
+    """Which ImageNet encoders of a selection are in the weights cache (`cache`), and
+    the sentence submitting answers when some are missing and cannot be downloaded
+    (`refused`; None when the runs may be queued)."""
+
+    cache: str
+    cached: list[str]
+    missing: list[str]
+    downloads: bool
+    refused: str | None = None
+
+    def sentence(self) -> str | None:
+        """What `segbench submit` and the Launch page say about these weights, or None
+        when no run starts from ImageNet weights."""
+        if not self.cached and not self.missing:
+            return None
+        parts = []
+        if self.cached:
+            parts.append(f"cached: {', '.join(self.cached)}")
+        if self.missing:
+            how = (
+                "the workers download them on first use"
+                if self.downloads
+                else "downloads are forbidden, so these runs fail unless the workers' cache "
+                "has them"
+            )
+            parts.append(f"not cached: {', '.join(self.missing)} ({how})")
+        return f"ImageNet weights in {self.cache}: " + "; ".join(parts)
+
+
+def check(specs: Sequence[RunSpec], *, allow_missing: bool = False) -> WeightsCheck:
+    """check_before_submit as a WeightsCheck: raises WeightsError (one sentence) when
+    runs would be refused, unless `allow_missing`."""
+    return WeightsCheck(**check_before_submit(specs, allow_missing=allow_missing))
+
+
+def check_quietly(specs: Sequence[RunSpec]) -> WeightsCheck:
+    """The same check, never raising: a refusal is kept in `refused` (for a page that
+    shows it beside a "queue them anyway" choice)."""
+    try:
+        return check(specs)
+    except WeightsError as error:
+        return replace(check(specs, allow_missing=True), refused=str(error))
