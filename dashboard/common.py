@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 from sqlalchemy import exc as sa_exc
 
-from dashboard import arrays
+from dashboard import arrays, data
 from db.errors import SegbenchError
 from worker.results.formats import MISSING
 
@@ -174,6 +174,18 @@ def sweep_choice(
     )
 
 
-def table(data: Any, **kwargs: Any) -> Any:
+def table(frame: Any, **kwargs: Any) -> Any:
     """st.dataframe that shows an en dash for a missing value, never "None"."""
-    return st.dataframe(data, placeholder=MISSING, **kwargs)
+    return st.dataframe(frame, placeholder=MISSING, **kwargs)
+
+
+def results_page(title: str, waiting_for: str) -> tuple[str, pd.DataFrame]:
+    """A results page's title, its database URL and sweeps; with no run stored yet the
+    page says so in one line (what appears once runs finish) and stops there."""
+    st.title(title)
+    url = data.database_url()
+    sweeps = load(data.sweeps, url)
+    if sweeps.empty:
+        st.info(f"The database holds no runs yet; {waiting_for}.")
+        st.stop()
+    return url, sweeps

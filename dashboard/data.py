@@ -9,10 +9,11 @@ Writes go through worker.queue.service, the functions the `segbench` command cal
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import nibabel as nib
 import numpy as np
@@ -37,6 +38,8 @@ from worker.results.ranking import rank_frequencies
 from worker.results.report import build_report
 
 log = logging.getLogger(__name__)
+P = ParamSpec("P")
+R = TypeVar("R")
 
 TTL_S = 5  # seconds a read stays cached
 DATASET_TTL_S = 600  # arrays read from a dataset folder change rarely
@@ -319,6 +322,21 @@ def clear_cache() -> None:
     st.cache_data.clear()
 
 
+def changes_the_queue(call: Callable[P, R]) -> Callable[P, R]:
+    """A write through worker.queue.service: the cached reads are cleared afterwards,
+    whether it succeeded or not, so the page that called it shows the new counts."""
+
+    @functools.wraps(call)
+    def write(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return call(*args, **kwargs)
+        finally:
+            clear_cache()
+
+    return write
+
+
+@changes_the_queue
 def enqueue(
     url: str,
     *,
@@ -332,44 +350,35 @@ def enqueue(
     """Put runs in the queue as `segbench submit` does (rows in the database, then the
     ids of the queued ones to the broker), each spec once per seed. Returns the ids of
     the selected runs, new or already there."""
-    try:
-        result = service.submit_runs(
-            list(specs),
-            protocol,
-            data=Path(data_dir),
-            sweep=sweep,
-            db_url=url,
-            allow_missing_weights=allow_missing_weights,
-            seeds=seeds,
-        )
-    finally:
-        clear_cache()
+    result = service.submit_runs(
+        list(specs),
+        protocol,
+        data=Path(data_dir),
+        sweep=sweep,
+        db_url=url,
+        allow_missing_weights=allow_missing_weights,
+        seeds=seeds,
+    )
     return list(result.runs)
 
 
+@changes_the_queue
 def cancel(
     url: str, *, run_ids: Sequence[int] | None = None, sweep: str | None = None
 ) -> service.CancelResult:
     """`segbench cancel`: queued runs at once, running ones after their epoch."""
-    try:
-        return service.cancel(url, run_ids=run_ids, sweep=sweep)
-    finally:
-        clear_cache()
+    return service.cancel(url, run_ids=run_ids, sweep=sweep)
 
 
+@changes_the_queue
 def add_seeds(url: str, *, run_ids: Sequence[int], seeds: Sequence[int]) -> service.SeedsAdded:
     """The grid cells of `run_ids` queued again with each of `seeds` (service.add_seeds)."""
-    try:
-        return service.add_seeds(url, list(run_ids), list(seeds))
-    finally:
-        clear_cache()
+    return service.add_seeds(url, list(run_ids), list(seeds))
 
 
+@changes_the_queue
 def retry(
     url: str, *, run_ids: Sequence[int] | None = None, sweep: str | None = None
 ) -> service.Retried:
     """`segbench retry`: failed and cancelled runs queued again and sent to the broker."""
-    try:
-        return service.retry(url, run_ids=run_ids, sweep=sweep)
-    finally:
-        clear_cache()
+    return service.retry(url, run_ids=run_ids, sweep=sweep)

@@ -14,12 +14,7 @@ from worker.results.density import density_grid
 
 BAND_POINTS = 100  # epochs per loss band, downsampled in SQL
 
-st.title("Analysis")
-url = data.database_url()
-sweeps = common.load(data.sweeps, url)
-if sweeps.empty:
-    st.info("The database holds no runs yet; the figures appear as runs finish.")
-    st.stop()
+url, sweeps = common.results_page("Analysis", "the figures appear as runs finish")
 
 top = st.columns([2, 2, 3])
 with top[0]:

@@ -14,12 +14,7 @@ from db.grid import ARCHITECTURES, EXPERIMENTS
 
 PER_ROW = 4
 
-st.title("Gallery")
-url = data.database_url()
-sweeps = common.load(data.sweeps, url)
-if sweeps.empty:
-    st.info("The database holds no runs yet; predicted masks appear as runs finish.")
-    st.stop()
+url, sweeps = common.results_page("Gallery", "predicted masks appear as runs finish")
 
 top = st.columns([2, 2, 2])
 with top[0]:

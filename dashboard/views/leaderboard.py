@@ -255,12 +255,7 @@ def table2_tab(board: pd.DataFrame, sweeps: pd.DataFrame) -> None:
     )
 
 
-st.title("Leaderboard")
-url = data.database_url()
-sweeps = common.load(data.sweeps, url)
-if sweeps.empty:
-    st.info("The database holds no runs yet; the leaderboard fills as runs finish.")
-    st.stop()
+url, sweeps = common.results_page("Leaderboard", "the leaderboard fills as runs finish")
 
 chosen, sort, paper_only, search = filters(sweeps)
 board = common.load(data.leaderboard, url, data.filters_key(**chosen))

@@ -234,12 +234,7 @@ def modes_tab(sweep: str, experiment: str) -> None:
     )
 
 
-st.title("Statistics")
-url = data.database_url()
-sweeps = common.load(data.sweeps, url)
-if sweeps.empty:
-    st.info("The database holds no runs yet; statistics appear once runs have finished.")
-    st.stop()
+url, sweeps = common.results_page("Statistics", "statistics appear once runs have finished")
 
 sweep, mode, top, resamples, interval = controls(sweeps)
 report = common.load(data.report, url, sweep, mode, top, resamples, interval)

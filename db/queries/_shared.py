@@ -9,7 +9,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from db.errors import UnknownSweep, check_choice
-from db.models import Run, Sweep
+from db.models import Run, Sweep, TestSummary
 
 Filter = str | Sequence[str] | None
 
@@ -22,6 +22,19 @@ RUN_KEY_COLUMNS = (
     Run.encoder,
     Run.init,
 )
+# What a run's test summary stores, in the order reads list it.
+SUMMARY_COLUMNS = (
+    TestSummary.metric_mode,
+    TestSummary.sensitivity,
+    TestSummary.specificity,
+    TestSummary.dice,
+    TestSummary.dice_std,
+    TestSummary.pooled_dice,
+    TestSummary.nsd,
+    TestSummary.hd95,
+)
+# How far a run has come: its seed, state, epoch of epochs and test Dice.
+PROGRESS_COLUMNS = (Run.seed, Run.status, Run.epoch, Run.epochs, TestSummary.dice)
 
 
 def as_list(value: Filter) -> list[str]:

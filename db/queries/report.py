@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from db.models import Run, Sweep, TestSummary, VolumeResult
-from db.queries._shared import RUN_KEY_COLUMNS, rows_of, sweep_id
+from db.queries._shared import RUN_KEY_COLUMNS, SUMMARY_COLUMNS, rows_of, sweep_id
 from db.queries.summaries import with_extra_metrics
 
 
@@ -44,14 +44,7 @@ def report_runs(session: Session, *, sweep: str) -> list[dict[str, Any]]:
             Run.manifest_hash,
             Run.environment_key,
             Run.parameters_m,
-            TestSummary.metric_mode,
-            TestSummary.sensitivity,
-            TestSummary.specificity,
-            TestSummary.dice,
-            TestSummary.dice_std,
-            TestSummary.pooled_dice,
-            TestSummary.nsd,
-            TestSummary.hd95,
+            *SUMMARY_COLUMNS,
             TestSummary.test_volumes,
             TestSummary.nsd_volumes,
             TestSummary.hd95_volumes,

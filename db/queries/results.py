@@ -11,7 +11,16 @@ from sqlalchemy.orm import Session
 
 from db.grid import expand
 from db.models import Artifact, Epoch, Run, SliceResult, Sweep, TestSummary
-from db.queries._shared import RUN_KEY_COLUMNS, Filter, as_list, choose, filtered, rows_of, sweep_id
+from db.queries._shared import (
+    RUN_KEY_COLUMNS,
+    SUMMARY_COLUMNS,
+    Filter,
+    as_list,
+    choose,
+    filtered,
+    rows_of,
+    sweep_id,
+)
 from db.queries.summaries import with_extra_metrics
 
 GROUPS = {
@@ -275,14 +284,7 @@ SUCCEEDED_COLUMNS = (
     Run.val_seconds_per_epoch,
     Run.library_versions,
     Run.git_commit,
-    TestSummary.metric_mode,
-    TestSummary.sensitivity,
-    TestSummary.specificity,
-    TestSummary.dice,
-    TestSummary.dice_std,
-    TestSummary.pooled_dice,
-    TestSummary.nsd,
-    TestSummary.hd95,
+    *SUMMARY_COLUMNS,
     *(LEADERBOARD_COLUMNS[k] for k in ("test_volumes", "nsd_volumes", "hd95_volumes")),
     TestSummary.extra,
     Artifact.path.label("checkpoint_path"),

@@ -11,7 +11,7 @@ from db.errors import UnknownRun
 from db.grid import RunSpec
 from db.models import RUN_STATUSES, Epoch, Run, Sweep, TestSummary, utcnow
 from db.protocol import Protocol
-from db.queries._shared import RUN_KEY_COLUMNS, filtered, rows_of, sweep_id
+from db.queries._shared import PROGRESS_COLUMNS, RUN_KEY_COLUMNS, filtered, rows_of, sweep_id
 
 STATUS_KEYS = (
     "id",
@@ -125,11 +125,7 @@ def run_list(
     stmt = (
         select(
             *RUN_KEY_COLUMNS,
-            Run.seed,
-            Run.status,
-            Run.epoch,
-            Run.epochs,
-            TestSummary.dice,
+            *PROGRESS_COLUMNS,
             Run.started_at,
             Run.finished_at,
             Run.error,
@@ -196,11 +192,7 @@ def status_rows(session: Session, sweep: str | None = None) -> list[dict[str, An
     stmt = (
         select(
             *RUN_KEY_COLUMNS,
-            Run.seed,
-            Run.status,
-            Run.epoch,
-            Run.epochs,
-            TestSummary.dice,
+            *PROGRESS_COLUMNS,
             TestSummary.sensitivity,
             TestSummary.specificity,
             Run.protocol_hash,
