@@ -11,28 +11,19 @@ from rich.table import Table
 
 from worker.cli.app import app
 from worker.cli.options import (
-    ArchitectureOpt,
-    EncoderOpt,
-    ExperimentOpt,
-    FamilyOpt,
     FormatOpt,
-    InitOpt,
-    catalog_selection,
     check_format,
     print_json,
     selection,
+    with_grid_filters,
 )
 
 GRID_KEYS = ("experiment", "architecture", "encoder", "family", "init")
 
 
 @app.command()
+@with_grid_filters
 def grid(
-    experiment: ExperimentOpt = None,
-    architecture: ArchitectureOpt = None,
-    encoder: EncoderOpt = None,
-    family: FamilyOpt = None,
-    init: InitOpt = None,
     all_: Annotated[
         bool,
         typer.Option(
@@ -42,10 +33,10 @@ def grid(
         ),
     ] = False,
     format: FormatOpt = "table",
+    grid: dict | None = None,
 ) -> None:
     """List (and filter) the 600 runs of the paper's grid (--all: beyond it)."""
-    choose = catalog_selection if all_ else selection
-    specs = choose(experiment, architecture, encoder, family, init)
+    specs = selection(grid or {}, beyond_the_paper=all_)
     rows = [{**{k: s.to_dict()[k] for k in GRID_KEYS}, "paper": s.paper} for s in specs]
     check_format(format)
     if format == "json":

@@ -116,24 +116,50 @@ def protocol_parameters() -> list[inspect.Parameter]:
     return out
 
 
-def with_protocol_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Give a command one option per shared protocol field (see protocol_parameters);
-    the command receives the values given as ``protocol_options`` (name -> value, None
-    where not given), to pass to protocol_from_options."""
+def _with_options(
+    command: Callable[..., Any], receiver: str, added: list[inspect.Parameter]
+) -> Callable[..., Any]:
+    """`command` with the options `added` after its own parameters; it receives their
+    values as one dict in its parameter `receiver` (name -> value, None where not given)."""
     signature = inspect.signature(command, eval_str=True)
-    own = [p for p in signature.parameters.values() if p.name != "protocol_options"]
-    added = protocol_parameters()
+    own = [p for p in signature.parameters.values() if p.name != receiver]
     names = [p.name for p in added]
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         options = {name: kwargs.pop(name, None) for name in names}
-        return command(*args, protocol_options=options, **kwargs)
+        return command(*args, **{receiver: options}, **kwargs)
 
     del wrapper.__wrapped__  # typer must read the signature below, not the command's
     wrapper.__signature__ = signature.replace(parameters=[*own, *added])
     wrapper.__annotations__ = {p.name: p.annotation for p in [*own, *added]}
     return wrapper
+
+
+def with_protocol_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Give a command one option per shared protocol field (see protocol_parameters);
+    the command receives the values given as ``protocol_options``, to pass to
+    protocol_from_options."""
+    return _with_options(command, "protocol_options", protocol_parameters())
+
+
+GRID_FILTERS = {
+    "experiment": ExperimentOpt,
+    "architecture": ArchitectureOpt,
+    "encoder": EncoderOpt,
+    "family": FamilyOpt,
+    "init": InitOpt,
+}
+
+
+def with_grid_filters(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Give a command the five grid filters (-x, -a, -e, -f, -i, each repeatable);
+    the command receives them as ``grid`` (name -> list or None), in expand()'s order."""
+    added = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=kind)
+        for name, kind in GRID_FILTERS.items()
+    ]
+    return _with_options(command, "grid", added)
 
 
 def protocol_from_options(preset: str | None, options: dict[str, Any]):
@@ -165,26 +191,21 @@ def user_errors() -> Iterator[None]:
         fail(os_error(exc))
 
 
-def selection(experiment, architecture, encoder, family, init) -> list[RunSpec]:
-    """The grid runs the filter options select."""
+def selection(grid: dict[str, Any], *, beyond_the_paper: bool = False) -> list[RunSpec]:
+    """The grid runs the filter options select (with beyond_the_paper: what smp 0.6
+    can be asked for by name, db.grid.expand_all)."""
     with user_errors():
-        return expand(experiment, architecture, encoder, family, init)
+        return (expand_all if beyond_the_paper else expand)(*grid.values())
 
 
-def model_selection(model, experiment, architecture, encoder, family, init) -> list[RunSpec]:
+def model_selection(model: str | None, grid: dict[str, Any]) -> list[RunSpec]:
     """The runs of a user's model (`--model`, one per experiment), else the grid's."""
     if model is None:
-        return selection(experiment, architecture, encoder, family, init)
-    if architecture or encoder or family or init:
+        return selection(grid)
+    if any(grid[k] for k in ("architecture", "encoder", "family", "init")):
         fail("--model trains your model; it takes --experiment, not grid filters.")
     with user_errors():
-        return custom_specs(model, experiment)
-
-
-def catalog_selection(experiment, architecture, encoder, family, init) -> list[RunSpec]:
-    """What smp 0.6 can be asked for by name (db.grid.expand_all)."""
-    with user_errors():
-        return expand_all(experiment, architecture, encoder, family, init)
+        return custom_specs(model, grid["experiment"])
 
 
 def database_url(db: str | None) -> str:

@@ -16,14 +16,9 @@ from db.session import dispose_engine, ensure_schema, redact
 from db.settings import get_settings, worker_host
 from worker.cli.app import app
 from worker.cli.options import (
-    ArchitectureOpt,
     BrokerOpt,
     DbOpt,
-    EncoderOpt,
-    ExperimentOpt,
-    FamilyOpt,
     FormatOpt,
-    InitOpt,
     PresetOpt,
     RunIdsArg,
     database_url,
@@ -32,6 +27,7 @@ from worker.cli.options import (
     model_selection,
     protocol_from_options,
     user_errors,
+    with_grid_filters,
     with_protocol_options,
 )
 
@@ -40,12 +36,8 @@ EverySweepOpt = Annotated[str | None, typer.Option("--sweep", help="Every run of
 
 @app.command()
 @with_protocol_options
+@with_grid_filters
 def submit(
-    experiment: ExperimentOpt = None,
-    architecture: ArchitectureOpt = None,
-    encoder: EncoderOpt = None,
-    family: FamilyOpt = None,
-    init: InitOpt = None,
     preset: PresetOpt = None,
     seed: Annotated[
         list[int] | None,
@@ -77,6 +69,7 @@ def submit(
     broker: BrokerOpt = None,
     format: FormatOpt = "table",
     protocol_options: dict | None = None,
+    grid: dict | None = None,
 ) -> None:
     """Queue runs of the grid for the workers; submitting the same sweep again adds nothing.
 
@@ -85,7 +78,7 @@ def submit(
     """
     from worker.queue import service  # Celery and the data stack: only when submitting
 
-    specs = model_selection(model, experiment, architecture, encoder, family, init)
+    specs = model_selection(model, grid or {})
     with user_errors():
         protocol = protocol_from_options(preset, protocol_options or {})
         seeds = check_seeds(seed)

@@ -18,13 +18,9 @@ from db.protocol import METRIC_MODES
 from db.session import session_scope
 from worker.cli.app import app
 from worker.cli.options import (
-    ArchitectureOpt,
     DbOpt,
-    EncoderOpt,
     ExperimentOpt,
-    FamilyOpt,
     FormatOpt,
-    InitOpt,
     SweepOpt,
     check_format,
     existing_database_url,
@@ -32,6 +28,7 @@ from worker.cli.options import (
     one_experiment,
     print_json,
     user_errors,
+    with_grid_filters,
 )
 from worker.cli.views import show_pair, show_sweep
 
@@ -51,16 +48,13 @@ app.add_typer(export_app, name="export")
 
 
 @export_app.command("models")
+@with_grid_filters
 def export_models(
     dir: Annotated[Path, typer.Option("--dir", help="Folder to write the models into.")],
-    experiment: ExperimentOpt = None,
-    architecture: ArchitectureOpt = None,
-    encoder: EncoderOpt = None,
-    family: FamilyOpt = None,
-    init: InitOpt = None,
     sweep: SweepOpt = None,
     db: DbOpt = None,
     format: FormatOpt = "table",
+    grid: dict | None = None,
 ) -> None:
     """Copy best models (safetensors + config.json + segbench.json) with a model card."""
     from worker.results.model_export import export_models as run_export
@@ -71,11 +65,7 @@ def export_models(
             session,
             dir,
             sweep=sweep,
-            experiment=experiment,
-            architecture=architecture,
-            encoder=encoder,
-            family=family,
-            init=init,
+            **(grid or {}),
         )
     if format == "json":
         print_json(done)
@@ -86,13 +76,9 @@ def export_models(
 
 
 @export_app.command("table")
+@with_grid_filters
 def export_table(
     format: Annotated[str, typer.Option("--format", help="csv, markdown or latex.")] = "markdown",
-    experiment: ExperimentOpt = None,
-    architecture: ArchitectureOpt = None,
-    encoder: EncoderOpt = None,
-    family: FamilyOpt = None,
-    init: InitOpt = None,
     sweep: SweepOpt = None,
     metric_mode: Annotated[
         str, typer.Option(help="standard or authors-2020 (recomputed from slice counts).")
@@ -103,6 +89,7 @@ def export_table(
     ] = None,
     output: Annotated[Path | None, typer.Option(help="Write here instead of stdout.")] = None,
     db: DbOpt = None,
+    grid: dict | None = None,
 ) -> None:
     """The paper's Table 2 from the database: best per column in bold.
 
@@ -129,11 +116,7 @@ def export_table(
                 session,
                 metric_mode=metric_mode,
                 sweep=sweep,
-                experiment=experiment,
-                architecture=architecture,
-                encoder=encoder,
-                family=family,
-                init=init,
+                **(grid or {}),
             )
             sweeps = {n: queries.sweep_row(session, sweep=n) for n in set(df["sweep"])}
             keys = list(df["environment_key"]) if "environment_key" in df else []
