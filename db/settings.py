@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     # must wait for their lease.
     worker_host: str | None = None
     gpu_lock_dir: str = "/tmp/segbench-gpus"
+    # A cell table of bench/gpu_session.sh (peak memory per architecture x encoder on
+    # this GPU model): `segbench worker --slots auto` fits as many runs per GPU as it
+    # allows (worker.queue.slots); unset, one run per GPU.
+    cell_table: str | None = None
     # ImageNet encoder weights (worker.training.weights): the Hugging Face cache folder
     # the workers read and fill (None: huggingface_hub's own, HF_HUB_CACHE / HF_HOME),
     # and whether a worker may download missing weights (HF_HUB_OFFLINE=1 forbids it too).

@@ -136,7 +136,7 @@ def workers_table(workers: pd.DataFrame) -> None:
             "pid": workers["pid"],
             "device": workers["device"],
             "GPU": gpu,
-            "runs at once": workers["concurrency"],
+            "slots": workers["concurrency"],
             "up for": [common.duration(s) for s in _ages(workers["started_at"])],
             "last beat": [f"{common.duration(s)} ago" for s in workers["heartbeat_age_s"]],
             "training": [

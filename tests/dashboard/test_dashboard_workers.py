@@ -68,7 +68,7 @@ def test_live_and_launch_see_a_real_worker(empty_url, worker):
     assert "Workers (1)" in [s.value for s in live.subheader]
     (table,) = [d.value for d in live.dataframe if "worker" in d.value.columns]
     assert list(table["pid"]) == [worker.pid]
-    assert list(table["runs at once"]) == [2] and list(table["device"]) == ["cpu"]
+    assert list(table["slots"]) == [2] and list(table["device"]) == ["cpu"]
     assert list(table["training"]) == ["idle"]
 
     launch = open_page("views/launch.py")
@@ -120,7 +120,7 @@ def test_launch_refuses_missing_weights_when_downloads_are_forbidden(
     at.multiselect(key="launch_inits").set_value(["imagenet"]).run()
     assert not at.exception
     assert any("not in the weights cache" in e.value for e in at.error), texts(at)
-    assert "not cached: resnet18 (no download)" in texts(at)
+    assert "not cached: resnet18 (downloads are forbidden" in texts(at)
     assert at.button(key="launch_enqueue").disabled
     at.checkbox(key="launch_allow_missing_weights").check().run()
     assert not at.button(key="launch_enqueue").disabled

@@ -118,7 +118,8 @@ def test_worker_without_a_broker_for_a_server_database_says_what_to_set(embedded
     assert "set SEGBENCH_BROKER_URL or --broker" in result.output
 
 
-def test_worker_refuses_a_concurrency_below_one(embedded):
-    result = embedded.cli("worker", "--concurrency", "0", check=False)
-    assert result.exit_code == 1
-    assert "--concurrency must be at least 1, got 0" in result.output
+def test_worker_refuses_slots_below_one_in_one_sentence(embedded):
+    for value in ("0", "-1", "two"):
+        result = embedded.cli("worker", "--concurrency", value, check=False)
+        assert result.exit_code == 1
+        assert f"--slots takes auto or a whole number from 1, got '{value}'." in result.output

@@ -125,7 +125,7 @@ def test_dependents_wait_for_healthy_services_and_migrations(compose):
 
 def check_worker(worker: dict) -> None:
     """What a GPU worker service needs, on any host."""
-    assert worker["command"] == ["segbench", "worker", "--concurrency", "1"]
+    assert worker["command"] == ["segbench", "worker", "--slots", "auto"]
     (device,) = worker["deploy"]["resources"]["reservations"]["devices"]
     assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
     env = worker["environment"]

@@ -51,7 +51,9 @@ def compose_service(name: str) -> dict:
 def local_command(command: list[str]) -> list[str]:
     """The compose command, run with this Python instead of the image's `segbench`."""
     assert command[0] == "segbench"
-    expanded = [os.path.expandvars(a).replace("${SEGBENCH_RUNS_PER_GPU:-1}", "1") for a in command]
+    expanded = [
+        os.path.expandvars(a).replace("${SEGBENCH_RUNS_PER_GPU:-auto}", "1") for a in command
+    ]
     return [sys.executable, "-m", "worker.cli", *expanded[1:]]
 
 

@@ -23,7 +23,6 @@ from worker.cli.options import (
     RunIdsArg,
     database_url,
     emit,
-    fail,
     model_selection,
     protocol_from_options,
     user_errors,
@@ -108,9 +107,17 @@ def submit(
 
 @app.command("worker")
 def worker_command(
-    concurrency: Annotated[
-        int, typer.Option("--concurrency", "-c", help="Runs at once (pool processes).")
-    ] = 1,
+    slots: Annotated[
+        str,
+        typer.Option(
+            "--slots",
+            "--concurrency",
+            "-c",
+            help="Runs at once (pool processes): a number, or auto (one on the CPU; on a "
+            "GPU as many as its memory holds by the measured cell table named by "
+            "SEGBENCH_CELL_TABLE, else one).",
+        ),
+    ] = "auto",
     gpu: Annotated[str, typer.Option(help="auto, none (CPU) or a GPU index.")] = "auto",
     loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
     until_done: Annotated[
@@ -124,26 +131,34 @@ def worker_command(
     db: DbOpt = None,
     broker: BrokerOpt = None,
 ) -> None:
-    """A Celery worker: trains queued runs, one pool process per concurrent run.
+    """A Celery worker: trains queued runs, one pool process per slot (run at once).
 
     Logs one line per epoch of each run (epoch/epochs, losses, seconds) and the test
     pass; Ctrl-C or SIGTERM hands running runs back to the queue after their epoch."""
-    if concurrency < 1:
-        fail(f"--concurrency must be at least 1, got {concurrency}.")
     # Must precede billiard's import: SIGTERM then means "soft shutdown, requeue".
     os.environ.setdefault("REMAP_SIGTERM", "SIGQUIT")
+    # No GPU may be touched before pin_gpu has chosen one (nvidia-smi, not torch).
+    from worker.queue.gpu import pin_gpu
+    from worker.queue.presence import gpu_details
+    from worker.queue.slots import choose_slots
+
+    db_url = database_url(db)
+    settings = get_settings()
+    with user_errors():
+        device = pin_gpu(gpu, Path(settings.gpu_lock_dir))
+        concurrency, why = choose_slots(
+            slots, device=device, gpu_memory_mib=gpu_details(device)[1],
+            table=settings.cell_table,
+        )  # fmt: skip
     # N training processes share the CPU cores: N x all-cores threads oversubscribe
     # (measured ~10x slower on 2 cores). Pool processes read this (worker.queue.tasks).
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // concurrency)))
-    # Imported only now: billiard must see REMAP_SIGTERM, and no GPU may be touched
-    # before pin_gpu has chosen one. Importing tasks registers the task and signals.
+    # Imported only now: billiard must see REMAP_SIGTERM. Importing tasks registers the
+    # task and the worker's signals.
     from worker.queue import broker as queue_broker
     from worker.queue import presence, service, tasks  # noqa: F401
-    from worker.queue.gpu import pin_gpu
 
-    db_url = database_url(db)
     with user_errors():
-        device = pin_gpu(gpu, Path(get_settings().gpu_lock_dir))
         broker_url = service.connect_broker(db_url, broker)
         ensure_schema(db_url)
     presence.configure(device=device, concurrency=concurrency)
@@ -151,7 +166,7 @@ def worker_command(
     dispose_engine(db_url)
     typer.echo(
         f"segbench worker: database {redact(db_url)}, broker {broker_url.split('@')[-1]}, "
-        f"{concurrency} process(es) on {device}"
+        f"{concurrency} slot(s) on {device} ({why})"
         + ("; stops when no run is queued or running" if until_done else ""),
         err=True,
     )

@@ -110,8 +110,8 @@ def workers(db: DbOpt = None, format: FormatOpt = "table") -> None:
         return
     now = utcnow()
     table = Table(title=f"{len(rows)} live worker(s)")
-    for column in ("worker", "pid", "device", "runs at once", "up", "beat", "training"):
-        table.add_column(column, justify="right" if column in ("pid", "runs at once") else "left")
+    for column in ("worker", "pid", "device", "slots", "up", "beat", "training"):
+        table.add_column(column, justify="right" if column in ("pid", "slots") else "left")
     for r in rows:
         table.add_row(
             r["name"],
