@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from dashboard_fixtures import open_page, texts
 from sqlalchemy import select
 
 from db import queries
@@ -17,6 +16,7 @@ from db.grid import custom_specs
 from db.models import Run
 from db.protocol import Protocol
 from db.session import session_scope
+from tests.dashboard.dashboard_fixtures import open_page, texts
 
 HERE = Path(__file__).resolve().parent
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 import streamlit as st
-from dashboard_fixtures import APP, point_dashboard_at
 from streamlit.testing.v1 import AppTest
 
 from db.session import dispose_engine
+from tests.dashboard.dashboard_fixtures import APP, point_dashboard_at
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 # every page of dashboard/app.py; "?run=" the Run page of one run, without it the list

@@ -16,7 +16,15 @@ import time
 from pathlib import Path
 
 import pytest
-from browser_tools import (
+from playwright.sync_api import expect
+from sqlalchemy import select
+
+from db import migrate
+from db.grid import custom_specs
+from db.models import Run
+from db.protocol import Protocol
+from db.session import dispose_engine, session_scope
+from tests.dashboard.browser_tools import (
     HAVE_CHROMIUM,
     NO_CHROMIUM,
     choose,
@@ -27,14 +35,6 @@ from browser_tools import (
     shoot,
     type_into,
 )
-from playwright.sync_api import expect
-from sqlalchemy import select
-
-from db import migrate
-from db.grid import custom_specs
-from db.models import Run
-from db.protocol import Protocol
-from db.session import dispose_engine, session_scope
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent

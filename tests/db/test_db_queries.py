@@ -7,12 +7,12 @@ from collections import defaultdict
 
 import numpy as np
 import pytest
-from db_helpers import PROTOCOL, epoch_record, make_outcome, submit_runs
 
 from db import jobs, queries
 from db.errors import UnknownRun, UnknownSweep
 from db.grid import expand
 from db.session import session_scope
+from tests.support.runs import PROTOCOL, epoch_record, make_outcome, submit_runs
 
 ENCODERS = ["resnet18", "vgg11", "efficientnet-b0"]
 EPOCHS = PROTOCOL.epochs

@@ -13,7 +13,7 @@ from db import jobs, migrate, queries
 from db.grid import RunSpec
 from db.protocol import Protocol, environment_key
 from db.session import dispose_engine, session_scope
-from tests.db.db_helpers import DATASET, make_outcome
+from tests.support.runs import DATASET, make_outcome
 from worker.results import environments
 from worker.results.compare import compare_runs
 from worker.results.report import build_report

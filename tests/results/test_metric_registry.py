@@ -12,7 +12,6 @@ import math
 
 import numpy as np
 import pytest
-from mask_oracle import MaskOracle
 from typer.testing import CliRunner
 
 from db import jobs, queries
@@ -21,6 +20,7 @@ from db.grid import RunSpec
 from db.metrics import Metric
 from db.protocol import Protocol, RunOutcome, SliceCounts, TestResult
 from db.session import session_scope
+from tests.support.mask_oracle import MaskOracle
 from worker.cli import load_commands
 from worker.data.dataset import Split
 from worker.results import frames, tables

@@ -1,5 +1,5 @@
-"""Plain helpers of the database tests, in a uniquely named module: test files import
-them from here (not from conftest, whose name other test folders share)."""
+"""Runs made through db.jobs, as a worker makes them: submitted sweeps, epoch records
+and run outcomes with made-up numbers, for every test folder."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from db.protocol import (
 )
 from db.session import session_scope
 
-BACKENDS = ["sqlite", "postgresql"]
 DATASET = {"name": "synthetic-test", "kind": "synthetic", "synthetic": True, "manifest_hash": "m1"}
 PROTOCOL = Protocol(epochs=4, image_size=64)
 
