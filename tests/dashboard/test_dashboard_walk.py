@@ -37,7 +37,6 @@ from tests.dashboard.browser_tools import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-HERE = Path(__file__).resolve().parent
 WIDTH, HEIGHT = 1600, 1000
 FAILING = "walk-failing"
 TRAINED_WITHIN_S = 240
@@ -46,8 +45,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(not HAVE_CHROMIUM, reason=NO_
 
 
 def python_path() -> str:
-    """The repository, the tiny model (tests/fixtures) and the failing model (here)."""
-    parts = [str(REPO), str(REPO / "tests" / "fixtures"), str(HERE), os.environ.get("PYTHONPATH")]
+    """The repository, and the tiny and the failing model (tests/fixtures)."""
+    parts = [str(REPO), str(REPO / "tests" / "fixtures"), os.environ.get("PYTHONPATH")]
     return os.pathsep.join(p for p in parts if p)
 
 
