@@ -1,9 +1,17 @@
-"""Runs made through db.jobs, as a worker makes them: submitted sweeps, epoch records
-and run outcomes with made-up numbers, for every test folder."""
+"""Runs made through db.jobs, as a worker makes them, with made-up numbers: submitted
+sweeps, finished runs (finished_run), epoch records and run outcomes."""
 
 from __future__ import annotations
 
-from db.grid import expand
+from collections.abc import Iterable
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+from sqlalchemy.orm import Session
+
+from db import jobs
+from db.grid import RunSpec, expand
 from db.protocol import (
     EpochRecord,
     Protocol,
@@ -11,21 +19,93 @@ from db.protocol import (
     SliceCounts,
     TestResult,
     VolumeMetrics,
+    environment_key,
 )
 from db.session import session_scope
+from worker.training import metrics
 
 DATASET = {"name": "synthetic-test", "kind": "synthetic", "synthetic": True, "manifest_hash": "m1"}
 PROTOCOL = Protocol(epochs=4, image_size=64)
+SWEEP = "test-sweep"
+# what a RunOutcome holds besides its test results, when a test reads only those
+RUN_FIELDS = {
+    "best_epoch": 1,
+    "best_val_loss": 0.2,
+    "parameters_m": 1.0,
+    "train_seconds_per_epoch": 1.0,
+    "val_seconds_per_epoch": 0.1,
+    "checkpoint_dir": "x",
+    "checkpoint_sha256": "0" * 64,
+}
 
 
-def submit_runs(url: str, n: int | None = None, sweep: str = "test-sweep", **filters) -> list[int]:
-    from db.jobs import submit
-
+def submit_runs(url: str, n: int | None = None, sweep: str = SWEEP, **filters) -> list[int]:
     specs = expand(**filters)[:n]
     with session_scope(url) as session:
-        return submit(
+        return jobs.submit(
             session, specs=specs, protocol=PROTOCOL, sweep=sweep, data_dir="data", dataset=DATASET
         )
+
+
+def finished_run(
+    session: Session,
+    run: RunSpec | int,
+    outcome: RunOutcome | None = None,
+    *,
+    epochs: Iterable[EpochRecord] = (),
+    config: dict[str, Any] | None = None,
+    environment: dict[str, Any] | None = None,
+    worker: str = "pytest",
+    protocol: Protocol = PROTOCOL,
+    sweep: str = SWEEP,
+    dataset: dict[str, Any] = DATASET,
+    data_dir: str = "data",
+    seed: int | None = None,
+) -> int:
+    """A run taken the whole way as a worker takes it, in the caller's transaction:
+    submitted (unless `run` is the id of a submitted run; `protocol`, `sweep`,
+    `dataset`, `data_dir` and `seed` are for the submit), claimed by `worker`,
+    started with `config` (record_start, when given), its `epochs` recorded, and
+    finished with `outcome` (make_outcome() by default). `environment`: where it
+    trained, kept in its start config and its outcome as a worker keeps it. Returns
+    the run's id."""
+    if not isinstance(run, int):
+        seeds = None if seed is None else [seed]
+        (run,) = jobs.submit(
+            session, specs=[run], protocol=protocol, sweep=sweep, data_dir=data_dir,
+            dataset=dataset, seeds=seeds,
+        )  # fmt: skip
+    claimed = jobs.claim(session, run_id=run, worker=worker)
+    assert claimed is not None, f"run {run} is not claimable"
+    if outcome is None:
+        outcome = make_outcome()
+    if environment is not None:
+        key = environment_key(environment)
+        config = {**(config or {}), "environment": environment, "environment_key": key}
+        outcome = replace(outcome, environment=environment)
+    if config is not None:
+        jobs.record_start(session, run_id=run, config=config)
+    for record in epochs:
+        jobs.record_epoch(session, run_id=run, record=record)
+    jobs.finish(session, run_id=run, outcome=outcome)
+    return run
+
+
+def outcome_of(test: TestResult, **fields: Any) -> RunOutcome:
+    """`test` as a finished run's outcome: RUN_FIELDS, `fields` overriding them."""
+    return RunOutcome(test=test, **{**RUN_FIELDS, **fields})
+
+
+def counted_result(counts: np.ndarray, per_volume: int, mode: str = "standard") -> TestResult:
+    """Test results as evaluate builds them from per-slice counts (rows tp, fp, fn, tn),
+    the slices `per_volume` to a test volume; a metric of the registry without a field
+    of TestResult goes to its `extra`."""
+    slices = [
+        SliceCounts(i, i // per_volume, i % per_volume, *map(int, row))
+        for i, row in enumerate(counts)
+    ]
+    fields = metrics.result_fields(metrics.summarize(counts, mode))
+    return TestResult(slices=slices, metric_mode=mode, **fields)
 
 
 def epoch_record(epoch: int, val_loss: float = 0.5, is_best: bool = True) -> EpochRecord:
