@@ -37,6 +37,7 @@ from tests.dashboard.browser_tools import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
+FIXTURES = REPO / "tests" / "fixtures"  # the tiny and the failing model
 WIDTH, HEIGHT = 1600, 1000
 FAILING = "walk-failing"
 TRAINED_WITHIN_S = 240
@@ -46,7 +47,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(not HAVE_CHROMIUM, reason=NO_
 
 def python_path() -> str:
     """The repository, and the tiny and the failing model (tests/fixtures)."""
-    parts = [str(REPO), str(REPO / "tests" / "fixtures"), os.environ.get("PYTHONPATH")]
+    parts = [str(REPO), str(FIXTURES), os.environ.get("PYTHONPATH")]
     return os.pathsep.join(p for p in parts if p)
 
 
@@ -138,13 +139,15 @@ def enqueue_a_failing_run(url: str, data: Path) -> int:
     from worker.queue import service
 
     service.connect_broker(url)
-    submitted = service.submit_runs(
-        custom_specs("failing_model:build", ["lung-segmentation"]),
-        Protocol(epochs=3, image_size=32),
-        data=data,
-        sweep=FAILING,
-        db_url=url,
-    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(FIXTURES))  # submit checks that the model builds
+        submitted = service.submit_runs(
+            custom_specs("failing_model:build", ["lung-segmentation"]),
+            Protocol(epochs=3, image_size=32),
+            data=data,
+            sweep=FAILING,
+            db_url=url,
+        )
     return submitted.runs[0]
 
 
