@@ -31,10 +31,10 @@ def synthetic_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _no_real_hub():
     """Nothing in the tests may reach huggingface.co: HF_ENDPOINT points at a local
     server that answers 404 to everything (a reachable Hub without files), unless a
-    test sets its own (tests/fake_hub.py serves real weights files)."""
+    test sets its own (tests/support/fake_hub.py serves real weights files)."""
     import os
 
-    from fake_hub import FakeHub
+    from tests.support.fake_hub import FakeHub
 
     hub = FakeHub().start()
     previous = os.environ.get("HF_ENDPOINT")

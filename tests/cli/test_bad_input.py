@@ -200,7 +200,7 @@ def test_a_model_folder_cannot_make_predict_allocate_terabytes(tmp_path):
 
 
 def test_four_concurrent_upgrades_of_a_fresh_database_all_succeed(tmp_path):
-    from pg_databases import create_database, drop_database
+    from tests.support.pg_databases import create_database, drop_database
 
     for url in (f"sqlite:///{tmp_path / 'fresh.db'}", create_database("segbench_upgrade")):
         try:

@@ -4,23 +4,19 @@ dashboard pointed at it through SEGBENCH_DATABASE_URL, and a populated variant."
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from dashboard_fixtures import (  # noqa: E402
+from db import migrate
+from db.session import dispose_engine
+from tests.dashboard.dashboard_fixtures import (
     Populated,
     clear_settings,
     point_dashboard_at,
     populate,
 )
-from pg_databases import create_database, drop_database  # noqa: E402
-
-from db import migrate  # noqa: E402
-from db.session import dispose_engine  # noqa: E402
+from tests.support.pg_databases import create_database, drop_database
 
 
 @pytest.fixture(autouse=True)
@@ -73,8 +69,9 @@ def populated(tmp_path, monkeypatch, _populated_template) -> Populated:
 @pytest.fixture(scope="session")
 def browser():
     """One Chromium for every browser test of the session (launching it costs seconds)."""
-    from browser_tools import CHROMIUM, CHROMIUM_ARGS
     from playwright.sync_api import sync_playwright
+
+    from tests.dashboard.browser_tools import CHROMIUM, CHROMIUM_ARGS
 
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

@@ -20,6 +20,7 @@ from db.grid import expand
 from db.protocol import EpochRecord, Protocol, RunOutcome, SliceCounts, TestResult
 from db.session import session_scope
 from db.settings import get_settings
+from tests.support.runs import finished_run
 
 REPO = Path(__file__).resolve().parents[2]
 APP = REPO / "dashboard" / "app.py"
@@ -165,21 +166,16 @@ def populate(
     for i, run_id in enumerate(finished):
         spec = by_id[run_id]
         dice = _dice(i, spec.architecture)
+        filters = (spec.architecture, spec.encoder, spec.experiment) == (
+            "unet",
+            "resnet18",
+            "lung-segmentation",
+        )
+        params = PARAMETERS[spec.encoder] + ARCH_PARAMS[spec.architecture]
+        made = outcome(dice, params, rng, (truth or {}).get(spec.experiment), filters)
+        epochs = _epochs(PROTOCOL.epochs, _loss_scale(spec, i))
         with session_scope(url) as session:
-            jobs.claim(session, run_id=run_id, worker="gpu-0")
-            for record in _epochs(PROTOCOL.epochs, _loss_scale(spec, i)):
-                jobs.record_epoch(session, run_id=run_id, record=record)
-            filters = (spec.architecture, spec.encoder, spec.experiment) == (
-                "unet",
-                "resnet18",
-                "lung-segmentation",
-            )
-            params = PARAMETERS[spec.encoder] + ARCH_PARAMS[spec.architecture]
-            jobs.finish(
-                session,
-                run_id=run_id,
-                outcome=outcome(dice, params, rng, (truth or {}).get(spec.experiment), filters),
-            )
+            finished_run(session, run_id, made, epochs=epochs, worker="gpu-0")
         if dice > result.best_dice:
             result.best_id, result.best_dice = run_id, dice
     for n, run_id in enumerate(running):

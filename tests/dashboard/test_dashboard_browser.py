@@ -12,7 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
-from browser_tools import (
+
+from db import migrate
+from db.queries import queue_counts
+from db.session import dispose_engine, session_scope
+from tests.dashboard.browser_tools import (
     HAVE_CHROMIUM,
     NO_CHROMIUM,
     choose,
@@ -21,11 +25,7 @@ from browser_tools import (
     settle,
     shoot,
 )
-from dashboard_fixtures import GALLERY_INDEXES, populate
-
-from db import migrate
-from db.queries import queue_counts
-from db.session import dispose_engine, session_scope
+from tests.dashboard.dashboard_fixtures import GALLERY_INDEXES, populate
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "test-output" / "dashboard"

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dashboard_fixtures import OTHER_SWEEP, SWEEP, broker_messages, open_page, texts
 from sqlalchemy import select
 
 from dashboard import protocol_form
@@ -16,6 +15,7 @@ from db.models import Epoch, Run, Sweep
 from db.presets import PRESETS
 from db.queries import queue_counts
 from db.session import session_scope
+from tests.dashboard.dashboard_fixtures import OTHER_SWEEP, SWEEP, broker_messages, open_page, texts
 from worker.training.sizes import run_bytes
 
 BADGE = "SYNTHETIC DATA"

@@ -4,12 +4,11 @@ them."""
 
 from __future__ import annotations
 
-from dashboard_fixtures import open_page
-
 from db import jobs
 from db.grid import RunSpec, custom_specs
 from db.protocol import Protocol
 from db.session import session_scope
+from tests.dashboard.dashboard_fixtures import open_page
 
 
 def test_leaderboard_marks_models_beyond_the_paper_and_filters_them(populated):

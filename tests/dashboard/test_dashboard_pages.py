@@ -4,10 +4,17 @@ and on a database that does not answer."""
 from __future__ import annotations
 
 import pytest
-from dashboard_fixtures import OTHER_SWEEP, SWEEP, open_page, point_dashboard_at, populate, texts
 
 from db.models import Run
 from db.session import session_scope
+from tests.dashboard.dashboard_fixtures import (
+    OTHER_SWEEP,
+    SWEEP,
+    open_page,
+    point_dashboard_at,
+    populate,
+    texts,
+)
 
 PAGES = [
     "views/live.py",

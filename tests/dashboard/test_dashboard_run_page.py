@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from dashboard_fixtures import open_page, texts
 from sqlalchemy import select
 
 from db import queries
@@ -17,8 +16,9 @@ from db.grid import custom_specs
 from db.models import Run
 from db.protocol import Protocol
 from db.session import session_scope
+from tests.dashboard.dashboard_fixtures import open_page, texts
 
-HERE = Path(__file__).resolve().parent
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 def no_exception(at) -> None:
@@ -95,7 +95,7 @@ def failed_run(populated, synthetic_data, caplog, monkeypatch) -> int:
     worker executes it: it trains one epoch, then raises in its second."""
     from worker.queue import runner, service
 
-    monkeypatch.syspath_prepend(str(HERE))
+    monkeypatch.syspath_prepend(str(FIXTURES))
     caplog.set_level(logging.INFO)  # a worker logs at INFO (segbench worker --loglevel)
     service.connect_broker(populated.url)
     submitted = service.submit_runs(

@@ -6,17 +6,17 @@ its own. The budgets are fixed: `make test` runs this module alone, after the re
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import streamlit as st
-from dashboard_fixtures import APP, point_dashboard_at
 from streamlit.testing.v1 import AppTest
 
 from db.session import dispose_engine
+from tests.dashboard.dashboard_fixtures import APP, point_dashboard_at
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 # every page of dashboard/app.py; "?run=" the Run page of one run, without it the list
@@ -42,11 +42,17 @@ pytestmark = [
 ]
 
 
+def load_make_full_db():
+    """bench/make_full_db.py, loaded from its file (bench/ is a folder of scripts)."""
+    spec = importlib.util.spec_from_file_location("make_full_db", BENCH / "make_full_db.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="module")
 def full_db(tmp_path_factory) -> Path:
-    sys.path.insert(0, str(BENCH))
-    import make_full_db
-
+    make_full_db = load_make_full_db()
     cached = Path(make_full_db.SQLITE_PATH)
     path = tmp_path_factory.mktemp("full") / "full.db"
     if cached.is_file() and make_full_db.is_complete(f"sqlite:///{cached}"):

@@ -12,7 +12,6 @@ import re
 import pandas as pd
 import pyarrow as pa
 import pytest
-from dashboard_fixtures import SWEEP, open_page, texts
 from sqlalchemy import update
 
 from db import metrics as registry
@@ -20,6 +19,7 @@ from db.metrics import Metric
 from db.models import TestSummary
 from db.queries import sweeps
 from db.session import session_scope
+from tests.dashboard.dashboard_fixtures import SWEEP, open_page, texts
 from worker.results import stat_charts
 from worker.training import metrics
 

@@ -16,7 +16,15 @@ import time
 from pathlib import Path
 
 import pytest
-from browser_tools import (
+from playwright.sync_api import expect
+from sqlalchemy import select
+
+from db import migrate
+from db.grid import custom_specs
+from db.models import Run
+from db.protocol import Protocol
+from db.session import dispose_engine, session_scope
+from tests.dashboard.browser_tools import (
     HAVE_CHROMIUM,
     NO_CHROMIUM,
     choose,
@@ -27,17 +35,9 @@ from browser_tools import (
     shoot,
     type_into,
 )
-from playwright.sync_api import expect
-from sqlalchemy import select
-
-from db import migrate
-from db.grid import custom_specs
-from db.models import Run
-from db.protocol import Protocol
-from db.session import dispose_engine, session_scope
 
 REPO = Path(__file__).resolve().parents[2]
-HERE = Path(__file__).resolve().parent
+FIXTURES = REPO / "tests" / "fixtures"  # the tiny and the failing model
 WIDTH, HEIGHT = 1600, 1000
 FAILING = "walk-failing"
 TRAINED_WITHIN_S = 240
@@ -46,8 +46,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(not HAVE_CHROMIUM, reason=NO_
 
 
 def python_path() -> str:
-    """The repository, the tiny model (tests/fixtures) and the failing model (here)."""
-    parts = [str(REPO), str(REPO / "tests" / "fixtures"), str(HERE), os.environ.get("PYTHONPATH")]
+    """The repository, and the tiny and the failing model (tests/fixtures)."""
+    parts = [str(REPO), str(FIXTURES), os.environ.get("PYTHONPATH")]
     return os.pathsep.join(p for p in parts if p)
 
 
@@ -139,13 +139,15 @@ def enqueue_a_failing_run(url: str, data: Path) -> int:
     from worker.queue import service
 
     service.connect_broker(url)
-    submitted = service.submit_runs(
-        custom_specs("failing_model:build", ["lung-segmentation"]),
-        Protocol(epochs=3, image_size=32),
-        data=data,
-        sweep=FAILING,
-        db_url=url,
-    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(FIXTURES))  # submit checks that the model builds
+        submitted = service.submit_runs(
+            custom_specs("failing_model:build", ["lung-segmentation"]),
+            Protocol(epochs=3, image_size=32),
+            data=data,
+            sweep=FAILING,
+            db_url=url,
+        )
     return submitted.runs[0]
 
 

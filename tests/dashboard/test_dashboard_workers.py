@@ -10,10 +10,10 @@ import sys
 import time
 
 import pytest
-from dashboard_fixtures import clear_settings, open_page, texts
 
 from db import queries
 from db.session import session_scope
+from tests.dashboard.dashboard_fixtures import clear_settings, open_page, texts
 
 NO_WORKER = "the runs will wait until a worker starts: `segbench worker`"
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from mask_oracle import MaskOracle
 from PIL import Image
 from torchvision.transforms import functional as tf
 
 from db.presets import resolve
+from tests.support.mask_oracle import MaskOracle
 from worker import data
 from worker.data.preprocess import HU_MEAN, HU_STD, resize_mask_pil, resize_pil_antialias
 from worker.training.evaluate import evaluate

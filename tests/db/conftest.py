@@ -7,8 +7,6 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from db_helpers import BACKENDS
-from pg_databases import create_database, drop_database
 from pytest_alembic.plugin.fixtures import alembic_runner  # noqa: F401  (also without the plugin)
 from sqlalchemy import text
 
@@ -16,6 +14,9 @@ from db import migrate
 from db.engine import make_engine
 from db.models import Base
 from db.session import session_scope
+from tests.support.pg_databases import create_database, drop_database
+
+BACKENDS = ["sqlite", "postgresql"]
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import multiprocessing
 
-from db_helpers import submit_runs
 from sqlalchemy import select, update
-from tests_db_claimer import claim_all
 
 from db.models import Run, utcnow
 from db.session import session_scope
+from tests.support.claimer import claim_all
+from tests.support.runs import submit_runs
 
 RUNS = 25
 WORKERS = ("worker-a", "worker-b")

@@ -7,10 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from db_helpers import submit_runs
-
 from db import migrate
 from db.queries import STATUS_KEYS
+from tests.support.runs import submit_runs
 
 ENTRY = [sys.executable, "-m", "worker.cli"]  # what the `segbench` script runs
 

@@ -6,7 +6,6 @@ import time
 from datetime import timedelta
 
 import pytest
-from db_helpers import DATASET, PROTOCOL, epoch_record, make_outcome, submit_runs
 from sqlalchemy import func, select, update
 
 from db import jobs
@@ -15,6 +14,7 @@ from db.grid import expand
 from db.models import Artifact, Epoch, Run, SliceResult, Sweep, TestSummary, VolumeResult, utcnow
 from db.protocol import Protocol
 from db.session import session_scope
+from tests.support.runs import DATASET, PROTOCOL, epoch_record, make_outcome, submit_runs
 from worker.queue.lease import DbRecorder
 
 

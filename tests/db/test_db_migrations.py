@@ -4,7 +4,6 @@ on both back ends, and leave data alone when there is nothing to do."""
 from __future__ import annotations
 
 import pytest
-from db_helpers import submit_runs
 from pytest_alembic.tests import (  # noqa: F401  (collected as tests here)
     test_model_definitions_match_ddl,
     test_single_head_revision,
@@ -18,6 +17,7 @@ from db.engine import create_fresh_engine
 from db.errors import DatabaseUnreachable, SchemaOutdated
 from db.models import SCHEMA_REVISION, Base, Run
 from db.session import ensure_schema, session_scope
+from tests.support.runs import submit_runs
 
 
 @pytest.fixture

@@ -7,12 +7,12 @@ from collections import defaultdict
 
 import numpy as np
 import pytest
-from db_helpers import PROTOCOL, epoch_record, make_outcome, submit_runs
 
 from db import jobs, queries
 from db.errors import UnknownRun, UnknownSweep
 from db.grid import expand
 from db.session import session_scope
+from tests.support.runs import PROTOCOL, epoch_record, finished_run, make_outcome, submit_runs
 
 ENCODERS = ["resnet18", "vgg11", "efficientnet-b0"]
 EPOCHS = PROTOCOL.epochs
@@ -31,14 +31,12 @@ def populated(migrated_url):
     losses: dict[int, list[float]] = {}
     with session_scope(url) as session:
         for run_id, spec in zip(ids[:-4], specs[:-4], strict=True):
-            jobs.claim(session, run_id=run_id, worker="w")
             losses[run_id] = list(rng.uniform(0.1, 1.0, EPOCHS))
-            for epoch, loss in enumerate(losses[run_id], start=1):
-                jobs.record_epoch(session, run_id=run_id, record=epoch_record(epoch, loss))
+            epochs = [epoch_record(e, loss) for e, loss in enumerate(losses[run_id], start=1)]
             outcome = make_outcome(n_slices=6, dice=float(rng.uniform(80, 95)))
             outcome.test.sensitivity = float(rng.uniform(85, 99))
             outcome.parameters_m = float(rng.uniform(1, 60))
-            jobs.finish(session, run_id=run_id, outcome=outcome)
+            finished_run(session, run_id, outcome, epochs=epochs, worker="w")
             truth[run_id] = {
                 **spec.to_dict(),
                 "dice": outcome.test.dice,

@@ -9,12 +9,12 @@ import subprocess
 import sys
 from datetime import timedelta
 
-from db_helpers import epoch_record, submit_runs
 from sqlalchemy import update
 
 from db import jobs, queries
 from db.models import Run, Worker, utcnow
 from db.session import session_scope
+from tests.support.runs import epoch_record, submit_runs
 
 
 def _register(session, name: str, concurrency: int = 1) -> None:

@@ -7,7 +7,6 @@ import hashlib
 import json
 
 import pytest
-from db_helpers import DATASET
 from sqlalchemy import insert, select
 
 from db import jobs
@@ -24,6 +23,7 @@ from db.presets import (
 )
 from db.protocol import Protocol, ProtocolError
 from db.session import session_scope
+from tests.support.runs import DATASET
 
 CELL = RunSpec("lung-segmentation", "unet", "resnet18", "random")
 

@@ -9,8 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pg_databases import create_database, drop_database
-from queue_stack import (
+
+from tests.support.pg_databases import create_database, drop_database
+from tests.support.queue_stack import (
     RedisServer,
     Stack,
     running_stack,

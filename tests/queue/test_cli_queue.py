@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 
-from queue_stack import TINY
-
 from db import jobs
 from db.protocol import Protocol
 from db.session import session_scope
+from tests.support.queue_stack import TINY
 from worker.queue import broker
 
 

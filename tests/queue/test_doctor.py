@@ -9,11 +9,11 @@ import subprocess
 import sys
 
 import pytest
-from pg_databases import create_database, drop_database
-from queue_stack import damage
 
 from db import migrate
 from db.session import dispose_engine
+from tests.support.pg_databases import create_database, drop_database
+from tests.support.queue_stack import damage
 
 
 @pytest.fixture

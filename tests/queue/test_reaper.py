@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from queue_stack import TINY
 from sqlalchemy import update
 
 from db import jobs
 from db.models import Run
 from db.session import session_scope
+from tests.support.queue_stack import TINY
 from worker.queue import broker
 from worker.queue.reaper import Reaper
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import time
 
 import pytest
-from queue_stack import TINY
 
 from db.settings import Settings
+from tests.support.queue_stack import TINY
 
 # Wall-clock bounds: `make test` runs this module alone, after the rest of the suite.
 pytestmark = pytest.mark.timing

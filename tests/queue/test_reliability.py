@@ -8,11 +8,11 @@ import shutil
 import signal
 
 import pytest
-from queue_stack import TINY, damage
 from sqlalchemy import func, select
 
 from db.models import TestSummary
 from db.session import session_scope
+from tests.support.queue_stack import TINY, damage
 from worker.queue import broker
 
 pytestmark = pytest.mark.slow

@@ -8,12 +8,12 @@ import sys
 import threading
 
 import pytest
-from queue_stack import FAST, TINY, damage
 from sqlalchemy import update
 
 from db import jobs
 from db.models import Run
 from db.session import session_scope
+from tests.support.queue_stack import FAST, TINY, damage
 from worker.queue import runner
 
 

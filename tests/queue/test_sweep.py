@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from queue_stack import FAST, ROOT, Stack, running_stack
 from typer.testing import CliRunner
+
+from tests.support.queue_stack import FAST, ROOT, Stack, running_stack
 
 pytestmark = pytest.mark.slow
 

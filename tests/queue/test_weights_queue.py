@@ -1,5 +1,5 @@
 """ImageNet weights on the queue, end to end: real `segbench worker` processes, a real
-database and broker, and a local Hub (tests/fake_hub.py) reached through HF_ENDPOINT.
+database and broker, and a local Hub (tests/support/fake_hub.py) reached through HF_ENDPOINT.
 Nothing reaches huggingface.co: every test sets HF_ENDPOINT or forbids downloads."""
 
 from __future__ import annotations
@@ -7,13 +7,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from fake_hub import FakeHub
 from sqlalchemy import select
 from typer.testing import CliRunner
 
 from db.models import Run
 from db.session import session_scope
 from db.settings import get_settings
+from tests.support.fake_hub import FakeHub
 from worker.cli import load_commands
 
 IMAGENET = ["-a", "pspnet", "-e", "resnet18", "-i", "imagenet"]

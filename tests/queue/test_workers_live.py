@@ -7,11 +7,10 @@ from __future__ import annotations
 import json
 import time
 
-from queue_stack import TINY
-
 from db import queries
 from db.session import session_scope
 from db.settings import get_settings
+from tests.support.queue_stack import TINY
 
 FAST_PRESENCE = {"SEGBENCH_WORKER_HEARTBEAT": "0.5", "SEGBENCH_WORKER_STALE_AFTER": "3"}
 

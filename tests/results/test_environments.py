@@ -4,16 +4,14 @@ sentence (worker.results.environments)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pandas as pd
 import pytest
 
-from db import jobs, migrate, queries
+from db import migrate, queries
 from db.grid import RunSpec
 from db.protocol import Protocol, environment_key
 from db.session import dispose_engine, session_scope
-from tests.db.db_helpers import DATASET, make_outcome
+from tests.support.runs import finished_run, make_outcome
 from worker.results import environments
 from worker.results.compare import compare_runs
 from worker.results.report import build_report
@@ -32,27 +30,19 @@ def db_url(tmp_path):
     dispose_engine(url)
 
 
-def finished_run(url: str, seed: int, environment: dict | None, dice: float) -> int:
-    """A run of CELL submitted, started with `environment` and finished."""
+def trained_in(url: str, seed: int, environment: dict | None, dice: float) -> int:
+    """A finished run of CELL that trained in `environment`."""
     with session_scope(url) as s:
-        (run_id,) = jobs.submit(
-            s, specs=[CELL], protocol=Protocol(epochs=2, image_size=64), sweep="envs",
-            data_dir="data", dataset=DATASET, seeds=[seed],
+        return finished_run(
+            s, CELL, make_outcome(dice=dice), config={"device": "cpu"}, environment=environment,
+            worker="w", protocol=Protocol(epochs=2, image_size=64), sweep="envs", seed=seed,
         )  # fmt: skip
-        jobs.claim(s, run_id=run_id, worker="w")
-        config = {"environment": environment, "device": "cpu"}
-        if environment is not None:
-            config["environment_key"] = environment_key(environment)
-        jobs.record_start(s, run_id=run_id, config=config)
-        outcome = make_outcome(dice=dice)
-        jobs.finish(s, run_id=run_id, outcome=replace(outcome, environment=environment))
-    return run_id
 
 
 def test_seeds_of_two_thread_counts_are_pooled_apart_and_said(db_url):
-    one = finished_run(db_url, 0, {**CPU, "threads": 1}, 90.0)
-    two = finished_run(db_url, 1, CPU, 92.0)
-    same = finished_run(db_url, 2, CPU, 94.0)
+    one = trained_in(db_url, 0, {**CPU, "threads": 1}, 90.0)
+    two = trained_in(db_url, 1, CPU, 92.0)
+    same = trained_in(db_url, 2, CPU, 94.0)
     with session_scope(db_url) as s:
         board = pd.DataFrame(queries.leaderboard(s))
         sweeps = pd.DataFrame(queries.sweeps(s))
@@ -75,8 +65,8 @@ def test_seeds_of_two_thread_counts_are_pooled_apart_and_said(db_url):
 
 
 def test_a_run_without_a_recorded_environment_is_not_pooled_with_one_that_has_it(db_url):
-    finished_run(db_url, 0, None, 90.0)
-    finished_run(db_url, 1, CPU, 92.0)
+    trained_in(db_url, 0, None, 90.0)
+    trained_in(db_url, 1, CPU, 92.0)
     with session_scope(db_url) as s:
         board = pd.DataFrame(queries.leaderboard(s))
         sweeps = pd.DataFrame(queries.sweeps(s))
@@ -90,8 +80,8 @@ def test_export_table_says_when_runs_of_several_environments_meet(db_url, monkey
 
     from worker.cli import app
 
-    finished_run(db_url, 0, {**CPU, "device": "cuda", "device_model": "NVIDIA H200"}, 90.0)
-    finished_run(db_url, 1, CPU, 92.0)
+    trained_in(db_url, 0, {**CPU, "device": "cuda", "device_model": "NVIDIA H200"}, 90.0)
+    trained_in(db_url, 1, CPU, 92.0)
     out = CliRunner().invoke(app, ["export", "table", "--db", db_url, "--format", "markdown"])
     assert out.exit_code == 0, out.output
     assert "2 environments" in out.output and "NVIDIA H200" in out.output

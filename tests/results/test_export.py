@@ -17,9 +17,9 @@ import torch
 from scipy import stats as sps
 from typer.testing import CliRunner
 
-from db import protocol
 from db.grid import RunSpec
-from db.protocol import Protocol, RunOutcome, SliceCounts
+from db.protocol import Protocol
+from tests.support.runs import counted_result, finished_run, outcome_of
 from worker.cli import load_commands
 from worker.inference.mesh import mask_surface, mesh_volume
 from worker.results import stats
@@ -74,7 +74,6 @@ def saved_model(spec: RunSpec, folder: Path) -> Path:
 @pytest.fixture(scope="module")
 def db(tmp_path_factory) -> dict:
     """Three succeeded runs with per-slice counts; run 1 has a real model folder."""
-    from db import jobs
     from db.session import session_scope
     from worker.data import sha256_file
 
@@ -82,39 +81,32 @@ def db(tmp_path_factory) -> dict:
     url = f"sqlite:///{tmp / 'segbench.db'}"
     model_dir = saved_model(SPECS[0], tmp / "artifacts" / "checkpoint_best")
     counts = {}
+    ids = []
     with session_scope(url) as session:
-        ids = jobs.submit(
-            session, specs=SPECS, protocol=PROTOCOL, sweep="s1", data_dir="d", dataset=DATASET
-        )
-        for k, run_id in enumerate(ids):
-            jobs.claim(session, run_id=run_id, worker="pytest")
-            jobs.record_start(
-                session,
-                run_id=run_id,
-                config={"versions": {"torch": torch.__version__}, "git_commit": "abc"},
+        for k, spec in enumerate(SPECS):
+            c = slice_counts(k)
+            outcome = outcome_of(
+                counted_result(c, per_volume=8),
+                best_epoch=2,
+                best_val_loss=0.3,
+                parameters_m=10.0 + k,
+                train_seconds_per_epoch=1.0 + k,
+                val_seconds_per_epoch=0.2,
+                checkpoint_dir=str(model_dir),
+                checkpoint_sha256=sha256_file(model_dir / "model.safetensors"),
             )
-            c = counts[run_id] = slice_counts(k)
-            s = summarize(c, "standard")
-            jobs.finish(
+            config = {"versions": {"torch": torch.__version__}, "git_commit": "abc"}
+            run_id = finished_run(
                 session,
-                run_id=run_id,
-                outcome=RunOutcome(
-                    test=protocol.TestResult(
-                        slices=[
-                            SliceCounts(i, i // 8, i % 8, *map(int, row)) for i, row in enumerate(c)
-                        ],
-                        metric_mode="standard",
-                        **s,
-                    ),
-                    best_epoch=2,
-                    best_val_loss=0.3,
-                    parameters_m=10.0 + k,
-                    train_seconds_per_epoch=1.0 + k,
-                    val_seconds_per_epoch=0.2,
-                    checkpoint_dir=str(model_dir),
-                    checkpoint_sha256=sha256_file(model_dir / "model.safetensors"),
-                ),
+                spec,
+                outcome,
+                config=config,
+                protocol=PROTOCOL,
+                sweep="s1",
+                dataset=DATASET,
             )
+            ids.append(run_id)
+            counts[run_id] = c
     return {"url": url, "ids": ids, "counts": counts, "model": model_dir, "tmp": tmp}
 
 
@@ -333,7 +325,7 @@ def test_compare_errors_are_one_sentence(db):
 def test_compare_refuses_runs_of_other_experiments_sizes_or_protocols(tmp_path):
     """`compare A B` and `compare --run X --against S` say in one sentence what differs
     (worker.results.identity.comparable) instead of testing 828 "shared" slices."""
-    from db import jobs, migrate
+    from db import migrate
     from db.session import session_scope
 
     url = f"sqlite:///{tmp_path / 'segbench.db'}"
@@ -343,16 +335,11 @@ def test_compare_refuses_runs_of_other_experiments_sizes_or_protocols(tmp_path):
             ("lung-longer", "lung-segmentation", Protocol(epochs=3, image_size=64))]  # fmt: skip
     ids = []
     with session_scope(url) as session:
-        for sweep, experiment, protocol in made:
-            [run_id] = jobs.submit(session, specs=[RunSpec(experiment, "unet", "resnet18",
-                                   "random")], protocol=protocol, sweep=sweep, data_dir="d",
-                                   dataset=DATASET)  # fmt: skip
-            c = slice_counts(run_id)
-            jobs.claim(session, run_id=run_id, worker="pytest")
-            jobs.finish(session, run_id=run_id, outcome=RunOutcome(
-                test=protocol_module_result(c), best_epoch=1, best_val_loss=0.3,
-                parameters_m=1.0, train_seconds_per_epoch=1.0, val_seconds_per_epoch=0.1,
-                checkpoint_dir="x", checkpoint_sha256="0" * 64))  # fmt: skip
+        for seed, (sweep, experiment, protocol) in enumerate(made, start=1):
+            spec = RunSpec(experiment, "unet", "resnet18", "random")
+            test = counted_result(slice_counts(seed), per_volume=8)
+            run_id = finished_run(session, spec, outcome_of(test, best_val_loss=0.3),
+                                  protocol=protocol, sweep=sweep, dataset=DATASET)  # fmt: skip
             ids.append(run_id)
     lung, lesion, longer = ids
     for args, words in (
@@ -365,11 +352,6 @@ def test_compare_refuses_runs_of_other_experiments_sizes_or_protocols(tmp_path):
         assert out.exit_code == 1, out.output
         assert len(out.stderr.strip().splitlines()) == 1
         assert all(w in out.stderr for w in words), out.stderr
-
-
-def protocol_module_result(c: np.ndarray) -> protocol.TestResult:
-    slices = [SliceCounts(i, i // 8, i % 8, *map(int, row)) for i, row in enumerate(c)]
-    return protocol.TestResult(slices=slices, metric_mode="standard", **summarize(c, "standard"))
 
 
 # ------------------------------------------------------------------ figures and meshes

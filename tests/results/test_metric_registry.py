@@ -12,15 +12,16 @@ import math
 
 import numpy as np
 import pytest
-from mask_oracle import MaskOracle
 from typer.testing import CliRunner
 
-from db import jobs, queries
 from db import metrics as registry
+from db import queries
 from db.grid import RunSpec
 from db.metrics import Metric
-from db.protocol import Protocol, RunOutcome, SliceCounts, TestResult
+from db.protocol import Protocol, TestResult
 from db.session import session_scope
+from tests.support.mask_oracle import MaskOracle
+from tests.support.runs import counted_result, finished_run, outcome_of
 from worker.cli import load_commands
 from worker.data.dataset import Split
 from worker.results import frames, tables
@@ -111,29 +112,19 @@ def counts_of(seed: int) -> np.ndarray:
 
 
 def store(url: str, outcomes: list[TestResult], protocol: Protocol | None = None) -> list[int]:
+    protocol = protocol or Protocol(epochs=1, image_size=64)
     with session_scope(url) as session:
-        ids = jobs.submit(session, specs=SPECS[: len(outcomes)], protocol=protocol or Protocol(
-            epochs=1, image_size=64), sweep="reg", data_dir="d", dataset=DATASET)  # fmt: skip
-        for run_id, test in zip(ids, outcomes, strict=True):
-            jobs.claim(session, run_id=run_id, worker="pytest")
-            jobs.finish(session, run_id=run_id, outcome=RunOutcome(
-                test=test, best_epoch=1, best_val_loss=0.2, parameters_m=1.0,
-                train_seconds_per_epoch=1.0, val_seconds_per_epoch=0.1,
-                checkpoint_dir="x", checkpoint_sha256="0" * 64,
-            ))  # fmt: skip
-    return ids
-
-
-def result_of(c: np.ndarray) -> TestResult:
-    """A TestResult as evaluate builds it from counts (metrics.result_fields)."""
-    slices = [SliceCounts(i, i // 6, i % 6, *map(int, row)) for i, row in enumerate(c)]
-    return TestResult(slices=slices, metric_mode="standard",
-                      **metrics.result_fields(metrics.summarize(c)))  # fmt: skip
+        return [
+            finished_run(
+                session, spec, outcome_of(test), protocol=protocol, sweep="reg", dataset=DATASET
+            )
+            for spec, test in zip(SPECS[: len(outcomes)], outcomes, strict=True)
+        ]
 
 
 def test_a_metric_added_in_one_place_reaches_every_surface(with_iou, db_url):
     c = [counts_of(k) for k in range(3)]
-    ids = store(db_url, [result_of(x) for x in c])
+    ids = store(db_url, [counted_result(x, per_volume=6) for x in c])
     iou = [100 * np.mean([tp / (tp + fp + fn) for tp, fp, fn, _ in x.tolist()]) for x in c]
     with session_scope(db_url) as session:
         board = {r["id"]: r for r in queries.leaderboard(session)}

@@ -11,12 +11,11 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from db import jobs, protocol
 from db.grid import RunSpec
-from db.protocol import Protocol, RunOutcome, SliceCounts
+from db.protocol import Protocol, RunOutcome
 from db.session import session_scope
+from tests.support.runs import counted_result, finished_run, outcome_of
 from worker.cli import load_commands
-from worker.training.metrics import summarize
 
 SPECS = [RunSpec("lung-segmentation", "unet", e, "random") for e in ("resnet18", "vgg11", "vgg13")]
 SYNTHETIC = {"name": "medseg-synthetic", "kind": "medseg", "synthetic": True, "manifest_hash": "m"}
@@ -27,24 +26,9 @@ def cli(*args: str):
     return CliRunner().invoke(load_commands(), list(args))
 
 
-def finish(session, run_id: int, tp: int) -> float:
+def outcome(tp: int) -> RunOutcome:
     counts = np.array([[tp + i, 5 + i, 7, 4000] for i in range(8)])
-    s = summarize(counts, "standard")
-    jobs.claim(session, run_id=run_id, worker="pytest")
-    jobs.finish(
-        session,
-        run_id=run_id,
-        outcome=RunOutcome(
-            test=protocol.TestResult(
-                slices=[SliceCounts(i, i // 4, i % 4, *map(int, c)) for i, c in enumerate(counts)],
-                metric_mode="standard",
-                **s,
-            ),
-            best_epoch=1, best_val_loss=0.2, parameters_m=10.0, train_seconds_per_epoch=1.0,
-            val_seconds_per_epoch=0.1, checkpoint_dir="x", checkpoint_sha256="ab" * 32,
-        ),
-    )  # fmt: skip
-    return s["dice"]
+    return outcome_of(counted_result(counts, per_volume=4), parameters_m=10.0)
 
 
 @pytest.fixture
@@ -54,10 +38,9 @@ def url(tmp_path) -> str:
     for name, epochs, dataset, tp in (("a", 2, SYNTHETIC, 50), ("b", 3, SYNTHETIC, 90),
                                       ("c", 2, REAL, 120)):  # fmt: skip
         with session_scope(url) as session:
-            ids = jobs.submit(session, specs=SPECS, protocol=Protocol(epochs=epochs, image_size=64),
-                              sweep=name, data_dir="d", dataset=dataset)  # fmt: skip
-            for k, run_id in enumerate(ids):
-                finish(session, run_id, tp + 10 * k)
+            for k, spec in enumerate(SPECS):
+                finished_run(session, spec, outcome(tp + 10 * k), sweep=name, dataset=dataset,
+                             protocol=Protocol(epochs=epochs, image_size=64))  # fmt: skip
     return url
 
 

@@ -1,4 +1,4 @@
-"""`segbench weights status / fetch` against a local Hub (tests/fake_hub.py) reached
+"""`segbench weights status / fetch` against a local Hub (tests/support/fake_hub.py) reached
 through HF_ENDPOINT, and the weights cache's checks. Nothing reaches huggingface.co."""
 
 from __future__ import annotations
@@ -7,10 +7,10 @@ import json
 import threading
 
 import pytest
-from fake_hub import FakeHub
 from typer.testing import CliRunner
 
 from db.settings import get_settings
+from tests.support.fake_hub import FakeHub
 from worker.cli import load_commands
 from worker.training import weights
 

@@ -1,4 +1,5 @@
-"""The body of a claiming process (its own module: spawned processes import it)."""
+"""The body of a claiming process of tests/db/test_db_claim_race.py (a module of its
+own: each spawned process imports it)."""
 
 from __future__ import annotations
 

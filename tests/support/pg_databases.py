@@ -1,6 +1,6 @@
-"""Fresh PostgreSQL databases for tests, one module for every test folder
-(tests/ is on sys.path through its conftest): create one per test or module on the
-server at SEGBENCH_TEST_PG, drop it afterwards; skip when no server answers."""
+"""Fresh PostgreSQL databases for tests, one module for every test folder: create one
+per test or module on the server at SEGBENCH_TEST_PG, drop it afterwards; skip when
+no server answers."""
 
 from __future__ import annotations
 
