@@ -43,7 +43,8 @@ STATISTICS_TABS = {
     "Paper": "statistics-paper",
 }
 
-pytestmark = pytest.mark.skipif(not HAVE_CHROMIUM, reason=NO_CHROMIUM)
+# A real Chromium and a real worker: outside `make test-fast`.
+pytestmark = [pytest.mark.skipif(not HAVE_CHROMIUM, reason=NO_CHROMIUM), pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,15 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
+
 from db import queries
 from db.session import session_scope
 from db.settings import get_settings
 from tests.support.queue_stack import TINY
+
+# Starts real worker processes that train: outside `make test-fast`.
+pytestmark = pytest.mark.slow
 
 FAST_PRESENCE = {"SEGBENCH_WORKER_HEARTBEAT": "0.5", "SEGBENCH_WORKER_STALE_AFTER": "3"}
 

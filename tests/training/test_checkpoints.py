@@ -63,6 +63,7 @@ def reference(synthetic_data, tmp_path_factory):
     return rec.losses
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_another_run_is_never_resumed(synthetic_data, tmp_path, reference):
     interrupted(synthetic_data, tmp_path, after=2, run=OTHER, uid="b" * 32)
     rec = Losses()
@@ -75,6 +76,7 @@ def test_a_checkpoint_of_another_run_is_never_resumed(synthetic_data, tmp_path, 
     assert note.endswith("started from epoch 1.")
 
 
+@pytest.mark.slow
 def test_an_unreadable_latest_checkpoint_falls_back_to_the_previous_one(
     synthetic_data, tmp_path, reference
 ):
@@ -89,6 +91,7 @@ def test_an_unreadable_latest_checkpoint_falls_back_to_the_previous_one(
     assert rec.losses == reference[1:]  # epochs 2 and 3 again, with the same numbers
 
 
+@pytest.mark.slow
 def test_random_bytes_in_both_checkpoints_start_the_run_afresh(synthetic_data, tmp_path, reference):
     interrupted(synthetic_data, tmp_path, after=2)
     for name in (CHECKPOINT_LATEST, CHECKPOINT_PREVIOUS):

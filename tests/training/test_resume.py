@@ -14,6 +14,9 @@ from worker.training.checkpoints import CHECKPOINT_LATEST, CHECKPOINT_PREVIOUS
 from worker.training.recorder import Cancelled, Recorder
 from worker.training.trainer import TrainSpec, fit
 
+# Trains several runs to compare their numbers: outside `make test-fast`.
+pytestmark = pytest.mark.slow
+
 # FPN has dropout: the global generator's state must be checkpointed too
 RUN = RunSpec("lung-segmentation", "fpn", "mobilenet_v2", "random")
 

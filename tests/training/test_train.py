@@ -70,6 +70,7 @@ class ListRecorder(Recorder):
         self.outcome = outcome
 
 
+@pytest.mark.slow
 def test_recorder_sees_every_epoch_and_synthetic_flag(synthetic_data, tmp_path):
     rec = ListRecorder()
     spec = TrainSpec(
@@ -247,6 +248,7 @@ def test_cli_train_writes_results_and_labels_synthetic(synthetic_data, tmp_path)
     assert summary["protocol_hash"] == Protocol(**p).hash()
 
 
+@pytest.mark.slow
 def test_cli_train_bad_names_and_bad_data(synthetic_data, tmp_path):
     out = _cli(
         "train",
@@ -319,6 +321,7 @@ def test_cli_train_imagenet_without_local_weights_is_refused_before_any_row(
     assert not (tmp_path / "runs.db").exists()
 
 
+@pytest.mark.slow
 def test_cli_train_a_users_own_model(synthetic_data, tmp_path):
     """`train --model module:function` trains the tests' tiny model module in this
     process and records it as a custom run; a grid option beside --model, or neither a

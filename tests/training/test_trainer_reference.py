@@ -25,6 +25,9 @@ from worker.training.evaluate import evaluate
 from worker.training.recorder import Recorder
 from worker.training.trainer import TrainSpec, fit
 
+# Trains three smp models twice each, bit for bit: outside `make test-fast`.
+pytestmark = pytest.mark.slow
+
 
 def reference_fit(run: RunSpec, protocol: Protocol, data_dir) -> dict:
     p = protocol
