@@ -20,6 +20,7 @@ results); db.jobs.workers what a worker writes about itself (register, heartbeat
 deregister) and a run's note. All are offered here under one name.
 """
 
+from db.jobs.affinity import claim_from_queue
 from db.jobs.leases import (
     expire_lease_of_dead_process,
     expire_leases_of_dead_processes,
@@ -66,6 +67,7 @@ __all__ = [
     "check_sweep_name",
     "deregister",
     "claim",
+    "claim_from_queue",
     "expire_lease_of_dead_process",
     "expire_leases_of_dead_processes",
     "holder_host",

@@ -49,7 +49,9 @@ from db.queries.runs import (
 from db.queries.summaries import summary_metrics, with_extra_metrics
 from db.queries.workers import (
     WORKER_COLUMNS,
+    cell_seconds,
     live_workers,
+    longest_cells_first,
     measured_epoch_seconds,
     sweep_eta,
     time_estimate,
@@ -75,6 +77,8 @@ __all__ = [
     "leaderboard",
     "live_workers",
     "loss_bands",
+    "cell_seconds",
+    "longest_cells_first",
     "measured_epoch_seconds",
     "queue_counts",
     "queued_run_ids",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -193,3 +194,33 @@ def time_estimate(
     out["run_seconds"] = total
     out["seconds"] = total / max(1, min(out["slots"], len(cells)))
     return out
+
+
+def cell_seconds(session: Session, *, image_size: int, batch_size: int) -> dict[tuple, float]:
+    """Measured seconds per epoch of each (architecture, encoder) cell at this image and
+    batch size, over every device that trained it (the weighted mean of its epochs)."""
+    total: dict[tuple, list[float]] = {}
+    for row in measured_epoch_seconds(session):
+        if (row["image_size"], row["batch_size"]) == (image_size, batch_size):
+            sums = total.setdefault((row["architecture"], row["encoder"]), [0.0, 0])
+            sums[0] += row["seconds_per_epoch"] * row["epochs"]
+            sums[1] += row["epochs"]
+    return {cell: s / n for cell, (s, n) in total.items() if n}
+
+
+def longest_cells_first(
+    session: Session, run_ids: Sequence[int], seconds: Mapping[tuple, float]
+) -> list[int]:
+    """`run_ids` in the order a sweep should train: the runs of one (architecture,
+    encoder) cell adjacent, cells without a figure in `seconds` first (in the order
+    given: they may be long), then the measured cells from the longest to the
+    shortest, so that the last hour of a sweep is not one big model alone on a GPU."""
+    rows = session.execute(
+        select(Run.id, Run.architecture, Run.encoder).where(Run.id.in_(list(run_ids)))
+    ).all()
+    cells = {run_id: (architecture, encoder) for run_id, architecture, encoder in rows}
+    groups: dict[tuple, list[int]] = {}
+    for run_id in run_ids:
+        groups.setdefault(cells[run_id], []).append(run_id)
+    order = sorted(groups, key=lambda c: (c in seconds, -seconds.get(c, 0.0)))
+    return [run_id for cell in order for run_id in groups[cell]]

@@ -74,18 +74,25 @@ def execute(
     artifacts_dir: Path | None = None,
     device: str | None = None,
     recorders: Sequence[Recorder] = (),
+    from_queue: bool = False,
+    requeue: Callable[[int], object] | None = None,
 ) -> str:
     """Run `run_id` to its end on this process; returns what happened (SUCCEEDED,
     FAILED, CANCELLED, RELEASED, SKIPPED: not claimable, LOST: taken over).
 
-    `artifacts_dir` (default: <artifacts dir>/<run id>), `device` (default: the
-    settings') and extra `recorders` (files, a progress bar) serve `segbench train`.
+    `from_queue` (a worker's message): `run_id` is the message's hint, and the run
+    trained is the one db.jobs.claim_from_queue picks (the next queued run of the
+    cell this process trained last, else the hint, else the next queued run);
+    `requeue` sends the id of a run handed back at shutdown. `artifacts_dir`
+    (default: <artifacts dir>/<run id>), `device` (default: the settings') and extra
+    `recorders` (files, a progress bar) serve `segbench train`.
     """
+    global _last_cell
     settings = get_settings()
     node = worker.rpartition("/")[0]
     try:
         with session_scope(database_url) as session:
-            claimed = jobs.claim(session, run_id=run_id, worker=worker)
+            claimed = _claim(session, run_id, worker, from_queue)
             if claimed is None and jobs.expire_lease_of_dead_process(
                 session, run_id=run_id, node=node
             ):
@@ -96,6 +103,14 @@ def execute(
     if claimed is None:
         log.info("run %d: nothing to claim (running elsewhere or finished)", run_id)
         return SKIPPED
+    if claimed.run_id != run_id:
+        log.info(
+            "run %d: claimed run %d (%s) in its place, the next of this process's cell",
+            run_id, claimed.run_id, claimed.spec.name,
+        )  # fmt: skip
+    run_id = claimed.run_id
+    if from_queue:
+        _last_cell = (claimed.spec.architecture, claimed.spec.encoder)
     recorder = LeasedRecorder(
         database_url, run_id, worker, settings.lease_seconds, should_stop=should_stop
     )
@@ -115,6 +130,8 @@ def execute(
         if recorder.stopping:
             _end(database_url, run_id, worker, functools.partial(jobs.release, worker=worker))
             log.warning("run %d handed back to the queue (worker shutting down)", run_id)
+            if requeue is not None:
+                requeue(run_id)
             return RELEASED
         _end(database_url, run_id, worker, jobs.mark_cancelled)
         return CANCELLED
@@ -137,6 +154,16 @@ def execute(
     finally:
         run_log.detach(tail)
     return SUCCEEDED
+
+
+# The cell (architecture, encoder) of the last run this process took from the queue.
+_last_cell: tuple[str, str] | None = None
+
+
+def _claim(session, run_id: int, worker: str, from_queue: bool):
+    if from_queue:
+        return jobs.claim_from_queue(session, run_id=run_id, worker=worker, cell=_last_cell)
+    return jobs.claim(session, run_id=run_id, worker=worker)
 
 
 def check_model(database_url, run_id: int, spec) -> None:

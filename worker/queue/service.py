@@ -33,7 +33,7 @@ from worker.data.dataset import check_targets, dataset_info
 from worker.data.errors import DataError
 from worker.data.layout import read_layout
 from worker.data.nifti import verify
-from worker.queue import broker, runner, weights
+from worker.queue import broker, runner, slots, weights
 from worker.queue.broker import BrokerError
 from worker.queue.weights import WeightsCheck
 from worker.training import catalog, custom
@@ -222,8 +222,23 @@ def submit_runs(
         # Only the runs this call created get a message: a second identical submit
         # sends none. A queued run whose message was lost is the reaper's to resend.
         queued = queries.queued_run_ids(session, sorted(ids.created))
+        queued = publish_order(session, queued, protocol)
     publish_queued(queued)
     return Submitted(sweep, list(ids), queued, protocol.shared_dict(), seeds, found)
+
+
+def publish_order(session, run_ids: Sequence[int], protocol: Protocol) -> list[int]:
+    """The order the workers get `run_ids` in: longest cells first, each cell's runs
+    together (db.queries.longest_cells_first), by the seconds per epoch measured at the
+    protocol's image and batch size in this database, else by the seconds per step of
+    the GPU session's cell table (SEGBENCH_CELL_TABLE), else as submitted."""
+    seconds = queries.cell_seconds(
+        session, image_size=protocol.image_size, batch_size=protocol.batch_size
+    )
+    table = get_settings().cell_table
+    if not seconds and table:
+        seconds = slots.step_seconds(table)
+    return queries.longest_cells_first(session, run_ids, seconds)
 
 
 def add_seeds(

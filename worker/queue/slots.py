@@ -27,16 +27,27 @@ class SlotsError(SegbenchError, ValueError):
     """A --slots value or cell table that cannot be used."""
 
 
-def largest_cell_mib(table: Path) -> tuple[float, str] | None:
-    """(peak MiB, cell) of the largest cell in a cell table, None without memory rows."""
+def table_column(table: str | Path, column: str) -> dict[str, float]:
+    """One measured column of a cell table, by cell ("architecture/encoder")."""
     try:
         cells = json.loads(Path(table).read_text())["cells"]
-        measured = {k: float(v["memory_mib"]) for k, v in cells.items() if v.get("memory_mib")}
+        return {k: float(v[column]) for k, v in cells.items() if v.get(column)}
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         raise SlotsError(
             f"The cell table {table} cannot be read ({error}); write it with "
             "bench/gpu_session.sh or unset SEGBENCH_CELL_TABLE."
         ) from None
+
+
+def step_seconds(table: str | Path) -> dict[tuple[str, str], float]:
+    """Seconds per training step of each measured (architecture, encoder) cell."""
+    measured = table_column(table, "eager_step_s")
+    return {tuple(cell.split("/", 1)): s for cell, s in measured.items()}  # type: ignore[misc]
+
+
+def largest_cell_mib(table: Path) -> tuple[float, str] | None:
+    """(peak MiB, cell) of the largest cell in a cell table, None without memory rows."""
+    measured = table_column(table, "memory_mib")
     if not measured:
         return None
     cell = max(measured, key=measured.get)

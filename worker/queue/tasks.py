@@ -33,19 +33,19 @@ def stop_runs() -> None:
 
 @app.task(name=TASK, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def run(self, run_id: int) -> str:
-    """Claim run `run_id`, train it and record how it ended (see worker.queue.runner)."""
+    """Claim a run (`run_id`, or the next run of the cell this process trained last:
+    db.jobs.affinity), train it and record how it ended (see worker.queue.runner)."""
     if stopping():  # taken while this worker shuts down: leave it to another one
         raise Reject("worker shutting down", requeue=True)
 
-    outcome = runner.execute(
+    return runner.execute(
         int(run_id),
         worker=f"{self.request.hostname}/{os.getpid()}",
         database_url=database_url(),
         should_stop=stopping,
+        from_queue=True,  # cell affinity: see db.jobs.affinity
+        requeue=lambda handed_back: publish([handed_back]),
     )
-    if outcome == runner.RELEASED:
-        publish([run_id])
-    return outcome
 
 
 def begin_shutdown(consumer) -> None:
