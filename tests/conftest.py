@@ -59,3 +59,16 @@ def fresh_settings():
     yield
     for cache in caches:
         cache.cache_clear()
+
+
+@pytest.fixture
+def sqlite_db(tmp_path):
+    """A fresh SQLite database at the schema's head, in the test's folder; its shared
+    engine is closed at the end."""
+    from db import migrate
+    from db.session import dispose_engine
+
+    url = f"sqlite:///{tmp_path / 'segbench.db'}"
+    migrate.upgrade(url)
+    yield url
+    dispose_engine(url)

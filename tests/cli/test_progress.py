@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from db import jobs, migrate
+from db import jobs
 from db.grid import expand
 from db.protocol import EpochRecord, Protocol
-from db.session import dispose_engine, session_scope
+from db.session import session_scope
 from worker.data.dataset import Split
 from worker.queue.lease import LeasedRecorder
 from worker.training.evaluate import evaluate
@@ -84,11 +84,8 @@ def test_train_shows_a_bar_over_the_test_slices_after_the_epoch_bar(capsys):
 
 
 @pytest.fixture
-def db(tmp_path):
-    url = f"sqlite:///{tmp_path / 'segbench.db'}"
-    migrate.upgrade(url)
-    yield url
-    dispose_engine(url)
+def db(sqlite_db):
+    return sqlite_db
 
 
 def test_a_worker_logs_each_epoch_and_the_test_pass(db, caplog):

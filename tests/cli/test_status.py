@@ -10,10 +10,10 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from db import jobs, migrate
+from db import jobs
 from db.grid import EXPERIMENT_ALIASES, EXPERIMENTS, SHORT_EXPERIMENT, expand
 from db.protocol import Protocol
-from db.session import dispose_engine, session_scope
+from db.session import session_scope
 from worker.cli import load_commands
 from worker.cli.workers import no_worker_line
 
@@ -25,11 +25,8 @@ def segbench(*args: str):
 
 
 @pytest.fixture
-def db(tmp_path):
-    url = f"sqlite:///{tmp_path / 'segbench.db'}"
-    migrate.upgrade(url)
-    yield url
-    dispose_engine(url)
+def db(sqlite_db):
+    return sqlite_db
 
 
 def submit(url: str, sweep: str, **filters) -> list[int]:

@@ -7,10 +7,10 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from db import migrate, queries
+from db import queries
 from db.grid import RunSpec
 from db.protocol import Protocol, environment_key
-from db.session import dispose_engine, session_scope
+from db.session import session_scope
 from tests.support.runs import finished_run, make_outcome
 from worker.results import environments
 from worker.results.compare import compare_runs
@@ -23,11 +23,8 @@ CPU = {"device": "cpu", "device_model": "Test CPU", "threads": 2, "torch": "2.14
 
 
 @pytest.fixture
-def db_url(tmp_path):
-    url = f"sqlite:///{tmp_path / 'env.db'}"
-    migrate.upgrade(url)
-    yield url
-    dispose_engine(url)
+def db_url(sqlite_db):
+    return sqlite_db
 
 
 def trained_in(url: str, seed: int, environment: dict | None, dice: float) -> int:
