@@ -87,7 +87,15 @@ def up(
             show_default=False,
         ),
     ] = None,
-    concurrency: Annotated[int, typer.Option("--concurrency", "-c")] = 1,
+    slots: Annotated[
+        str,
+        typer.Option(
+            "--slots",
+            "--concurrency",
+            "-c",
+            help="Runs the local worker trains at once: a number or auto (segbench worker).",
+        ),
+    ] = "auto",
 ) -> None:
     """The embedded stack on this machine: SQLite + serverless broker + one worker +
     the dashboard on 127.0.0.1, until Ctrl-C (which stops all of it)."""
@@ -129,8 +137,8 @@ def up(
             db_url,
             "--broker",
             broker_url,
-            "--concurrency",
-            str(concurrency),
+            "--slots",
+            slots,
         ],
     }
     children: dict[str, subprocess.Popen] = {}
