@@ -57,6 +57,17 @@ ArchitectureOpt = Annotated[
 EncoderOpt = Annotated[list[str] | None, typer.Option("--encoder", "-e", help="Encoder(s).")]
 FamilyOpt = Annotated[list[str] | None, typer.Option("--family", "-f", help="Encoder family(ies).")]
 InitOpt = Annotated[list[str] | None, typer.Option("--init", "-i", help="random and/or imagenet.")]
+SlotsOpt = Annotated[
+    str,
+    typer.Option(
+        "--slots",
+        "--concurrency",
+        "-c",
+        help="Runs a worker trains at once (pool processes): a number, or auto (one on the "
+        "CPU; on a GPU as many as its memory holds by the measured cell table named by "
+        "SEGBENCH_CELL_TABLE, else one).",
+    ),
+]
 DbOpt = Annotated[
     str | None,
     typer.Option(

@@ -21,6 +21,7 @@ from worker.cli.options import (
     FormatOpt,
     PresetOpt,
     RunIdsArg,
+    SlotsOpt,
     database_url,
     emit,
     model_selection,
@@ -107,17 +108,7 @@ def submit(
 
 @app.command("worker")
 def worker_command(
-    slots: Annotated[
-        str,
-        typer.Option(
-            "--slots",
-            "--concurrency",
-            "-c",
-            help="Runs at once (pool processes): a number, or auto (one on the CPU; on a "
-            "GPU as many as its memory holds by the measured cell table named by "
-            "SEGBENCH_CELL_TABLE, else one).",
-        ),
-    ] = "auto",
+    slots: SlotsOpt = "auto",
     gpu: Annotated[str, typer.Option(help="auto, none (CPU) or a GPU index.")] = "auto",
     loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
     until_done: Annotated[

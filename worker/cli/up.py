@@ -18,7 +18,7 @@ from db.protocol import Protocol
 from db.session import dispose_engine, ensure_schema
 from db.settings import get_settings
 from worker.cli.app import app
-from worker.cli.options import fail, user_errors
+from worker.cli.options import SlotsOpt, fail, user_errors
 
 DEMO_SWEEP = "demo"
 DEMO_GRID = {
@@ -87,15 +87,7 @@ def up(
             show_default=False,
         ),
     ] = None,
-    slots: Annotated[
-        str,
-        typer.Option(
-            "--slots",
-            "--concurrency",
-            "-c",
-            help="Runs the local worker trains at once: a number or auto (segbench worker).",
-        ),
-    ] = "auto",
+    slots: SlotsOpt = "auto",
 ) -> None:
     """The embedded stack on this machine: SQLite + serverless broker + one worker +
     the dashboard on 127.0.0.1, until Ctrl-C (which stops all of it)."""
