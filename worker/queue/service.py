@@ -301,7 +301,8 @@ def cancel(
     db_url: str, *, run_ids: Sequence[int] | None = None, sweep: str | None = None
 ) -> CancelResult:
     """Queued runs cancelled at once, running ones asked to stop after their epoch (no
-    broker needed: a cancelled run's message is dropped by the worker that gets it)."""
+    broker needed: the worker that gets a cancelled run's message claims the next
+    queued run instead, db.jobs.affinity)."""
     with session_scope(db_url) as session:
         return CancelResult(**jobs.cancel(session, run_ids=run_ids, sweep=sweep))
 
