@@ -22,7 +22,7 @@ from db.errors import SegbenchError, UnknownRun
 from db.session import session_scope
 from db.settings import get_settings, worker_host
 from worker.data.errors import DataError
-from worker.queue import run_log, weights
+from worker.queue import run_log, slots, weights
 from worker.queue.lease import Heartbeat, LeasedRecorder, LeaseLost, with_retries
 from worker.training import custom
 from worker.training.recorder import Cancelled, Recorder, TeeRecorder
@@ -103,14 +103,18 @@ def execute(
     if claimed is None:
         log.info("run %d: nothing to claim (running elsewhere or finished)", run_id)
         return SKIPPED
+    cell = (claimed.spec.architecture, claimed.spec.encoder)
     if claimed.run_id != run_id:
-        log.info(
-            "run %d: claimed run %d (%s) in its place, the next of this process's cell",
-            run_id, claimed.run_id, claimed.spec.name,
-        )  # fmt: skip
+        why = (
+            "the next of this process's cell"
+            if cell == _last_cell
+            else "its own is taken, cancelled or finished: the next of the sweep's order"
+        )
+        log.info("run %d: claimed run %d (%s) in its place, %s", run_id, claimed.run_id,
+                 claimed.spec.name, why)  # fmt: skip
     run_id = claimed.run_id
     if from_queue:
-        _last_cell = (claimed.spec.architecture, claimed.spec.encoder)
+        _last_cell = cell
     recorder = LeasedRecorder(
         database_url, run_id, worker, settings.lease_seconds, should_stop=should_stop
     )
@@ -162,8 +166,23 @@ _last_cell: tuple[str, str] | None = None
 
 def _claim(session, run_id: int, worker: str, from_queue: bool):
     if from_queue:
-        return jobs.claim_from_queue(session, run_id=run_id, worker=worker, cell=_last_cell)
+        return jobs.claim_from_queue(
+            session, run_id=run_id, worker=worker, cell=_last_cell, table_seconds=_table_seconds
+        )
     return jobs.claim(session, run_id=run_id, worker=worker)
+
+
+def _table_seconds() -> dict[tuple[str, str], float]:
+    """The cell table's seconds per step (the order of a sweep without measured
+    epochs, as submit used it); none when there is no table or it cannot be read
+    (submit said so already: the claim must not fail for it)."""
+    table = get_settings().cell_table
+    if not table:
+        return {}
+    try:
+        return slots.step_seconds(table)
+    except slots.SlotsError:
+        return {}
 
 
 def check_model(database_url, run_id: int, spec) -> None:
