@@ -40,6 +40,12 @@ def test_one_submit_publishes_each_cell_together(embedded, synthetic_data, monke
     )  # fmt: skip
     # nothing measured yet: the cells in the order given, each cell's runs together
     assert done.published == [done.runs[i] for i in (0, 2, 4, 1, 3, 5)]
+    # new seeds of the sweep's runs are sent the same way
+    added = service.add_seeds(embedded.db_url, done.runs, [7], broker_url=embedded.broker_url)
+    assert sorted(added.published) == added.created and len(added.created) == 6
+    with session_scope(embedded.db_url) as session:
+        encoders = dict(session.execute(select(Run.id, Run.encoder)).all())
+    assert [encoders[i] for i in added.published] == [A, A, A, B, B, B]
 
 
 @pytest.mark.slow  # a real worker process

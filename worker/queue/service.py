@@ -255,11 +255,13 @@ def add_seeds(
     with session_scope(db_url) as session:
         ids: list[int] = []
         created: set[int] = set()
-        for group in groups:
+        queued: list[int] = []
+        for group in groups:  # each sweep's new runs in its order, as submit sends them
             submitted = jobs.submit(session, seeds=list(seeds), **group)
             ids += [i for i in submitted if i not in ids]
             created |= submitted.created
-        queued = queries.queued_run_ids(session, sorted(created))
+            new = queries.queued_run_ids(session, sorted(submitted.created))
+            queued += publish_order(session, new, group["protocol"])
     publish_queued(queued)
     return SeedsAdded(ids, sorted(created), queued, sorted({g["sweep"] for g in groups}))
 
