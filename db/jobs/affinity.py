@@ -31,6 +31,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from db.jobs._shared import require_run
+from db.jobs.leases import expire_lease_of_dead_process
 from db.jobs.lifecycle import ClaimedRun, claim
 from db.models import Run, Sweep
 from db.protocol import Protocol
@@ -48,13 +49,17 @@ def claim_from_queue(
     worker: str,
     cell: tuple[str, str] | None = None,
     table_seconds: TableSeconds | None = None,
+    node: str | None = None,
     lease_seconds: int | None = None,
     max_attempts: int | None = None,
 ) -> ClaimedRun | None:
     """The run a message for `run_id` trains on a process whose last run was of
     `cell` (architecture, encoder), claimed for `worker`; None when nothing is
     claimable. `table_seconds` gives the cells' seconds when none is measured in the
-    database (as at submit). An unknown `run_id` raises UnknownRun (a stale message)."""
+    database (as at submit). `node` (the worker's ``<name>@<host>``): a hint held by
+    a process of this host that no longer exists is expired and taken before any
+    fallback, so a redelivered message resumes its run at once. An unknown `run_id`
+    raises UnknownRun (a stale message)."""
     require_run(session, run_id)
     tried: set[int] = set()
     for candidate in candidates(session, run_id=run_id, cell=cell, table_seconds=table_seconds):
@@ -65,6 +70,16 @@ def claim_from_queue(
             session, run_id=candidate, worker=worker, lease_seconds=lease_seconds,
             max_attempts=max_attempts,
         )  # fmt: skip
+        if (
+            claimed is None
+            and candidate == run_id
+            and node is not None
+            and expire_lease_of_dead_process(session, run_id=run_id, node=node)
+        ):
+            claimed = claim(
+                session, run_id=run_id, worker=worker, lease_seconds=lease_seconds,
+                max_attempts=max_attempts,
+            )  # fmt: skip
         if claimed is not None:
             return claimed
     return None

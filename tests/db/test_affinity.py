@@ -4,8 +4,11 @@ sweep is published in (db.queries.longest_cells_first), on SQLite and PostgreSQL
 from __future__ import annotations
 
 import multiprocessing
+import subprocess
+import sys
 
 from db import jobs, queries
+from db.models import Run, utcnow
 from db.session import session_scope
 from tests.support.claimer import claim_tokens
 from tests.support.runs import submit_runs
@@ -137,3 +140,32 @@ def test_two_processes_spending_one_cells_messages_never_take_one_run(db_url):
     assert sorted(taken) == ids  # 14 messages for 12 runs: each run once, two spare
     with session_scope(db_url) as session:
         assert {r["status"] for r in queries.status_rows(session)} == {"running"}
+
+
+def test_the_run_taken_for_affinity_is_leased_to_the_process_and_the_hint_stays_queued(db_url):
+    ids = submit_runs(db_url, architectures=["unet"], encoders=["resnet18", "vgg11"])
+    cells = dict(zip(ids, cells_of(db_url, ids), strict=True))
+    hint = next(i for i in ids if cells[i] == RESNET18)
+    with session_scope(db_url) as session:
+        claimed = jobs.claim_from_queue(
+            session, run_id=hint, worker="n@h/7", cell=VGG11, lease_seconds=60
+        )
+    assert cells[claimed.run_id] == VGG11 and claimed.attempts == 1
+    with session_scope(db_url) as session:
+        run, hinted = session.get(Run, claimed.run_id), session.get(Run, hint)
+        assert (run.worker, run.status) == ("n@h/7", "running")
+        assert run.lease_expires_at > utcnow()
+        assert (hinted.status, hinted.attempts, hinted.worker) == ("queued", 0, None)
+
+
+def test_a_redelivered_message_resumes_its_run_held_by_a_dead_process_first(db_url):
+    ids = submit_runs(db_url, 3)
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    with session_scope(db_url) as session:
+        jobs.claim(session, run_id=ids[0], worker=f"n@h/{process.pid}")
+    # another host cannot know whether that pid lives: the message trains the next run
+    assert claim(db_url, ids[0], worker="m@other/1") == ids[1]
+    with session_scope(db_url) as session:  # the same host: the dead holder's run at once
+        claimed = jobs.claim_from_queue(session, run_id=ids[0], worker="n@h/2", node="n@h")
+    assert (claimed.run_id, claimed.attempts) == (ids[0], 2)

@@ -92,11 +92,7 @@ def execute(
     node = worker.rpartition("/")[0]
     try:
         with session_scope(database_url) as session:
-            claimed = _claim(session, run_id, worker, from_queue)
-            if claimed is None and jobs.expire_lease_of_dead_process(
-                session, run_id=run_id, node=node
-            ):
-                claimed = jobs.claim(session, run_id=run_id, worker=worker)
+            claimed = _claim(session, run_id, worker, node, from_queue)
     except UnknownRun:
         log.warning("run %d is not in the database; message dropped", run_id)
         return SKIPPED
@@ -164,12 +160,18 @@ def execute(
 _last_cell: tuple[str, str] | None = None
 
 
-def _claim(session, run_id: int, worker: str, from_queue: bool):
+def _claim(session, run_id: int, worker: str, node: str, from_queue: bool):
+    """The run this process trains: a message's (with cell affinity), else `run_id`;
+    a run held by a process of this host that died is taken at once."""
     if from_queue:
         return jobs.claim_from_queue(
-            session, run_id=run_id, worker=worker, cell=_last_cell, table_seconds=_table_seconds
-        )
-    return jobs.claim(session, run_id=run_id, worker=worker)
+            session, run_id=run_id, worker=worker, cell=_last_cell,
+            table_seconds=_table_seconds, node=node,
+        )  # fmt: skip
+    claimed = jobs.claim(session, run_id=run_id, worker=worker)
+    if claimed is None and jobs.expire_lease_of_dead_process(session, run_id=run_id, node=node):
+        claimed = jobs.claim(session, run_id=run_id, worker=worker)
+    return claimed
 
 
 def _table_seconds() -> dict[tuple[str, str], float]:
