@@ -54,6 +54,7 @@ from db.queries.workers import (
     longest_cells_first,
     measured_epoch_seconds,
     sweep_eta,
+    sweep_order,
     time_estimate,
 )
 
@@ -80,6 +81,7 @@ __all__ = [
     "cell_seconds",
     "longest_cells_first",
     "measured_epoch_seconds",
+    "sweep_order",
     "queue_counts",
     "queued_run_ids",
     "report_runs",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -224,3 +224,24 @@ def longest_cells_first(
         groups.setdefault(cells[run_id], []).append(run_id)
     order = sorted(groups, key=lambda c: (c in seconds, -seconds.get(c, 0.0)))
     return [run_id for cell in order for run_id in groups[cell]]
+
+
+def sweep_order(
+    session: Session,
+    run_ids: Sequence[int],
+    *,
+    image_size: int,
+    batch_size: int,
+    table_seconds: Callable[[], Mapping[tuple, float]] | None = None,
+) -> list[int]:
+    """`run_ids` (of one sweep) in the order its workers should train them: longest
+    cells first, each cell's runs together (longest_cells_first), by the seconds per
+    epoch measured in this database at that image and batch size, else by
+    `table_seconds()` (a GPU session's cell table), else as given. Submit publishes a
+    sweep in this order, and a message whose run is gone claims by it (db.jobs.affinity)."""
+    seconds: Mapping[tuple, float] = cell_seconds(
+        session, image_size=image_size, batch_size=batch_size
+    )
+    if not seconds and table_seconds is not None:
+        seconds = table_seconds()
+    return longest_cells_first(session, run_ids, seconds)

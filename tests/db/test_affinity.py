@@ -3,8 +3,14 @@ sweep is published in (db.queries.longest_cells_first), on SQLite and PostgreSQL
 
 from __future__ import annotations
 
+import multiprocessing
+import subprocess
+import sys
+
 from db import jobs, queries
+from db.models import Run, utcnow
 from db.session import session_scope
+from tests.support.claimer import claim_tokens
 from tests.support.runs import submit_runs
 
 RESNET18 = ("unet", "resnet18")
@@ -81,3 +87,85 @@ def test_sweeps_are_published_longest_cells_first_with_each_cell_together(db_url
         assert queries.longest_cells_first(session, ids, {}) == sorted(
             ids, key=lambda i: [c for c in dict.fromkeys(cells[j] for j in ids)].index(cells[i])
         )
+
+
+def test_a_gone_hint_claims_in_the_published_order_so_long_cells_stay_first(db_url):
+    # the grid's order (the ids) puts the short cell first; its published order, by
+    # the cell table's seconds, puts the long one first
+    ids = submit_runs(db_url, architectures=["unet"], encoders=["resnet18", "vgg11"])
+    cells = dict(zip(ids, cells_of(db_url, ids), strict=True))
+    short = cells[ids[0]]
+    long_ = RESNET18 if short == VGG11 else VGG11
+    table = {short: 1.0, long_: 5.0}
+    with session_scope(db_url) as session:
+        published = queries.sweep_order(
+            session, ids, image_size=64, batch_size=8, table_seconds=lambda: table
+        )
+        assert [cells[i] for i in published] == [long_] * 6 + [short] * 6
+        jobs.cancel(session, run_ids=[published[0]])
+    last, trained = None, []
+    for hint in published:  # one process spends the messages in their order
+        with session_scope(db_url) as session:
+            claimed = jobs.claim_from_queue(
+                session, run_id=hint, worker="w/1", cell=last, table_seconds=lambda: table
+            )
+        if claimed is not None:
+            last = (claimed.spec.architecture, claimed.spec.encoder)
+            trained.append(claimed.run_id)
+    # the cancelled run's message trains the long cell's next run, not the lowest id
+    # (the short cell, which the process would then have kept by affinity)
+    assert trained == published[1:]
+
+
+def test_two_processes_spending_one_cells_messages_never_take_one_run(db_url):
+    ids = submit_runs(db_url, architectures=["unet"], encoders=["resnet18", "vgg11"])
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(2), context.Queue()
+    processes = [
+        context.Process(
+            target=claim_tokens, args=(db_url, ids[0], cell, f"w/{n}", 7, barrier, results)
+        )
+        for n, cell in enumerate((RESNET18, VGG11))
+    ]
+    for process in processes:
+        process.start()
+    try:
+        won = dict(results.get(timeout=120) for _ in processes)
+    finally:
+        for process in processes:
+            process.join(timeout=30)
+            if process.exitcode is None:
+                process.kill()
+    taken = [i for runs in won.values() for i in runs if i is not None]
+    assert sorted(taken) == ids  # 14 messages for 12 runs: each run once, two spare
+    with session_scope(db_url) as session:
+        assert {r["status"] for r in queries.status_rows(session)} == {"running"}
+
+
+def test_the_run_taken_for_affinity_is_leased_to_the_process_and_the_hint_stays_queued(db_url):
+    ids = submit_runs(db_url, architectures=["unet"], encoders=["resnet18", "vgg11"])
+    cells = dict(zip(ids, cells_of(db_url, ids), strict=True))
+    hint = next(i for i in ids if cells[i] == RESNET18)
+    with session_scope(db_url) as session:
+        claimed = jobs.claim_from_queue(
+            session, run_id=hint, worker="n@h/7", cell=VGG11, lease_seconds=60
+        )
+    assert cells[claimed.run_id] == VGG11 and claimed.attempts == 1
+    with session_scope(db_url) as session:
+        run, hinted = session.get(Run, claimed.run_id), session.get(Run, hint)
+        assert (run.worker, run.status) == ("n@h/7", "running")
+        assert run.lease_expires_at > utcnow()
+        assert (hinted.status, hinted.attempts, hinted.worker) == ("queued", 0, None)
+
+
+def test_a_redelivered_message_resumes_its_run_held_by_a_dead_process_first(db_url):
+    ids = submit_runs(db_url, 3)
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    with session_scope(db_url) as session:
+        jobs.claim(session, run_id=ids[0], worker=f"n@h/{process.pid}")
+    # another host cannot know whether that pid lives: the message trains the next run
+    assert claim(db_url, ids[0], worker="m@other/1") == ids[1]
+    with session_scope(db_url) as session:  # the same host: the dead holder's run at once
+        claimed = jobs.claim_from_queue(session, run_id=ids[0], worker="n@h/2", node="n@h")
+    assert (claimed.run_id, claimed.attempts) == (ids[0], 2)

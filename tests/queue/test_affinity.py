@@ -40,6 +40,12 @@ def test_one_submit_publishes_each_cell_together(embedded, synthetic_data, monke
     )  # fmt: skip
     # nothing measured yet: the cells in the order given, each cell's runs together
     assert done.published == [done.runs[i] for i in (0, 2, 4, 1, 3, 5)]
+    # new seeds of the sweep's runs are sent the same way
+    added = service.add_seeds(embedded.db_url, done.runs, [7], broker_url=embedded.broker_url)
+    assert sorted(added.published) == added.created and len(added.created) == 6
+    with session_scope(embedded.db_url) as session:
+        encoders = dict(session.execute(select(Run.id, Run.encoder)).all())
+    assert [encoders[i] for i in added.published] == [A, A, A, B, B, B]
 
 
 @pytest.mark.slow  # a real worker process
@@ -59,7 +65,9 @@ def test_one_process_trains_each_cell_together_and_every_run_once(
     cancelled = ids[1]  # cell B's first message
     service.cancel(embedded.db_url, run_ids=[cancelled])
     path = os.pathsep.join(p for p in (str(FIXTURES), os.environ.get("PYTHONPATH")) if p)
-    worker = embedded.start_worker(env={"PYTHONPATH": path})
+    # the reaper would resend a run left without a message: here it ticks only at start,
+    # so every run must train on the messages submit sent
+    worker = embedded.start_worker(env={"PYTHONPATH": path, "SEGBENCH_REAPER_INTERVAL": "3600"})
     runs = embedded.wait_finished(240)
     assert {i: r["status"] for i, r in runs.items()} == {
         i: "cancelled" if i == cancelled else "succeeded" for i in ids
@@ -77,3 +85,4 @@ def test_one_process_trains_each_cell_together_and_every_run_once(
     # follow each other
     assert started == [A, A, A, B, B], worker.log()[-3000:]
     assert "in its place, the next of this process's cell" in worker.log()
+    assert "republishing" not in worker.log()

@@ -22,7 +22,7 @@ from db.errors import SegbenchError, UnknownRun
 from db.session import session_scope
 from db.settings import get_settings, worker_host
 from worker.data.errors import DataError
-from worker.queue import run_log, weights
+from worker.queue import run_log, slots, weights
 from worker.queue.lease import Heartbeat, LeasedRecorder, LeaseLost, with_retries
 from worker.training import custom
 from worker.training.recorder import Cancelled, Recorder, TeeRecorder
@@ -92,25 +92,25 @@ def execute(
     node = worker.rpartition("/")[0]
     try:
         with session_scope(database_url) as session:
-            claimed = _claim(session, run_id, worker, from_queue)
-            if claimed is None and jobs.expire_lease_of_dead_process(
-                session, run_id=run_id, node=node
-            ):
-                claimed = jobs.claim(session, run_id=run_id, worker=worker)
+            claimed = _claim(session, run_id, worker, node, from_queue)
     except UnknownRun:
         log.warning("run %d is not in the database; message dropped", run_id)
         return SKIPPED
     if claimed is None:
         log.info("run %d: nothing to claim (running elsewhere or finished)", run_id)
         return SKIPPED
+    cell = (claimed.spec.architecture, claimed.spec.encoder)
     if claimed.run_id != run_id:
-        log.info(
-            "run %d: claimed run %d (%s) in its place, the next of this process's cell",
-            run_id, claimed.run_id, claimed.spec.name,
-        )  # fmt: skip
+        why = (
+            "the next of this process's cell"
+            if cell == _last_cell
+            else "its own is taken, cancelled or finished: the next of the sweep's order"
+        )
+        log.info("run %d: claimed run %d (%s) in its place, %s", run_id, claimed.run_id,
+                 claimed.spec.name, why)  # fmt: skip
     run_id = claimed.run_id
     if from_queue:
-        _last_cell = (claimed.spec.architecture, claimed.spec.encoder)
+        _last_cell = cell
     recorder = LeasedRecorder(
         database_url, run_id, worker, settings.lease_seconds, should_stop=should_stop
     )
@@ -160,10 +160,31 @@ def execute(
 _last_cell: tuple[str, str] | None = None
 
 
-def _claim(session, run_id: int, worker: str, from_queue: bool):
+def _claim(session, run_id: int, worker: str, node: str, from_queue: bool):
+    """The run this process trains: a message's (with cell affinity), else `run_id`;
+    a run held by a process of this host that died is taken at once."""
     if from_queue:
-        return jobs.claim_from_queue(session, run_id=run_id, worker=worker, cell=_last_cell)
-    return jobs.claim(session, run_id=run_id, worker=worker)
+        return jobs.claim_from_queue(
+            session, run_id=run_id, worker=worker, cell=_last_cell,
+            table_seconds=_table_seconds, node=node,
+        )  # fmt: skip
+    claimed = jobs.claim(session, run_id=run_id, worker=worker)
+    if claimed is None and jobs.expire_lease_of_dead_process(session, run_id=run_id, node=node):
+        claimed = jobs.claim(session, run_id=run_id, worker=worker)
+    return claimed
+
+
+def _table_seconds() -> dict[tuple[str, str], float]:
+    """The cell table's seconds per step (the order of a sweep without measured
+    epochs, as submit used it); none when there is no table or it cannot be read
+    (submit said so already: the claim must not fail for it)."""
+    table = get_settings().cell_table
+    if not table:
+        return {}
+    try:
+        return slots.step_seconds(table)
+    except slots.SlotsError:
+        return {}
 
 
 def check_model(database_url, run_id: int, spec) -> None:

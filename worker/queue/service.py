@@ -229,16 +229,14 @@ def submit_runs(
 
 def publish_order(session, run_ids: Sequence[int], protocol: Protocol) -> list[int]:
     """The order the workers get `run_ids` in: longest cells first, each cell's runs
-    together (db.queries.longest_cells_first), by the seconds per epoch measured at the
+    together (db.queries.sweep_order), by the seconds per epoch measured at the
     protocol's image and batch size in this database, else by the seconds per step of
     the GPU session's cell table (SEGBENCH_CELL_TABLE), else as submitted."""
-    seconds = queries.cell_seconds(
-        session, image_size=protocol.image_size, batch_size=protocol.batch_size
-    )
     table = get_settings().cell_table
-    if not seconds and table:
-        seconds = slots.step_seconds(table)
-    return queries.longest_cells_first(session, run_ids, seconds)
+    return queries.sweep_order(
+        session, run_ids, image_size=protocol.image_size, batch_size=protocol.batch_size,
+        table_seconds=(lambda: slots.step_seconds(table)) if table else None,
+    )  # fmt: skip
 
 
 def add_seeds(
@@ -257,11 +255,13 @@ def add_seeds(
     with session_scope(db_url) as session:
         ids: list[int] = []
         created: set[int] = set()
-        for group in groups:
+        queued: list[int] = []
+        for group in groups:  # each sweep's new runs in its order, as submit sends them
             submitted = jobs.submit(session, seeds=list(seeds), **group)
             ids += [i for i in submitted if i not in ids]
             created |= submitted.created
-        queued = queries.queued_run_ids(session, sorted(created))
+            new = queries.queued_run_ids(session, sorted(submitted.created))
+            queued += publish_order(session, new, group["protocol"])
     publish_queued(queued)
     return SeedsAdded(ids, sorted(created), queued, sorted({g["sweep"] for g in groups}))
 
